@@ -1,0 +1,200 @@
+//! Configuration from the environment, with the seeds' variable names and defaults.
+
+use std::path::PathBuf;
+
+use embedfn_core::{BatchLimits, Limits, Quantization};
+
+/// Whether to use the CUDA execution provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cuda {
+    /// Use it when ONNX Runtime has it, else fall back to CPU with a log line.
+    Auto,
+    /// `USE_CUDA=true`: try it; fall back to CPU with a warning.
+    On,
+    /// `USE_CUDA=false`.
+    Off,
+}
+
+/// Everything the binary reads from its environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `HOST` (default `0.0.0.0`).
+    pub host: String,
+    /// `PORT` (default 8000).
+    pub port: u16,
+    /// `EMBEDDINGS_MODEL_ID`: hub id or local directory; `None` when set to `none`.
+    pub embeddings_model: Option<String>,
+    /// `RERANKER_MODEL_ID`: hub id or local directory; `None` when set to `none`.
+    pub reranker_model: Option<String>,
+    /// `MODEL_CACHE_DIR` (default `models`): where hub downloads go.
+    pub model_cache_dir: PathBuf,
+    /// `ONNX_QUANTIZATION` (default `none`).
+    pub quantization: Quantization,
+    /// `USE_CUDA` (default: auto).
+    pub cuda: Cuda,
+    /// `ORT_INTRA_THREADS` (default: physical cores).
+    pub intra_threads: usize,
+    /// `TASK_INSTRUCTIONS` (default true): prepend the task's instruction to texts.
+    pub task_instructions: bool,
+    /// `DEFAULT_TASK` (default `text-matching` when the model has it).
+    pub default_task: Option<String>,
+    /// `MAX_BATCH_TOKENS`, `MAX_BATCH_SIZE`: limits per forward pass.
+    pub batch: BatchLimits,
+    /// `MAX_BODY_BYTES`, `MAX_INPUTS`, `MAX_DOCUMENTS`.
+    pub limits: Limits,
+}
+
+/// A variable that is set but cannot be parsed.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}={value:?}: {why}")]
+pub struct ConfigError {
+    name: &'static str,
+    value: String,
+    why: String,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads configuration through `get` (tests pass a map).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        let num = |name: &'static str, default: usize| -> Result<usize, ConfigError> {
+            get(name).map_or(Ok(default), |v| {
+                v.trim()
+                    .parse()
+                    .map_err(|e: std::num::ParseIntError| ConfigError {
+                        name,
+                        value: v.clone(),
+                        why: e.to_string(),
+                    })
+            })
+        };
+        let flag = |name: &'static str| -> Result<Option<bool>, ConfigError> {
+            get(name).map_or(Ok(None), |v| match v.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => Ok(Some(true)),
+                "0" | "false" | "no" | "off" => Ok(Some(false)),
+                _ => Err(ConfigError {
+                    name,
+                    value: v.clone(),
+                    why: "expected true or false".into(),
+                }),
+            })
+        };
+        let model = |name: &str, default: &str| {
+            let v = get(name).unwrap_or_else(|| default.to_string());
+            (!v.eq_ignore_ascii_case("none")).then_some(v)
+        };
+        let quantization = get("ONNX_QUANTIZATION").unwrap_or_default();
+        let port = num("PORT", 8000)?;
+        let defaults = Limits::default();
+        let batch = BatchLimits::default();
+        Ok(Config {
+            host: get("HOST").unwrap_or_else(|| "0.0.0.0".into()),
+            port: u16::try_from(port).map_err(|e| ConfigError {
+                name: "PORT",
+                value: port.to_string(),
+                why: e.to_string(),
+            })?,
+            embeddings_model: model("EMBEDDINGS_MODEL_ID", "jinaai/jina-embeddings-v3"),
+            reranker_model: model(
+                "RERANKER_MODEL_ID",
+                "jinaai/jina-reranker-v2-base-multilingual",
+            ),
+            model_cache_dir: get("MODEL_CACHE_DIR")
+                .unwrap_or_else(|| "models".into())
+                .into(),
+            quantization: Quantization::parse(&quantization).map_err(|e| ConfigError {
+                name: "ONNX_QUANTIZATION",
+                value: quantization.clone(),
+                why: e.to_string(),
+            })?,
+            cuda: match flag("USE_CUDA")? {
+                None => Cuda::Auto,
+                Some(true) => Cuda::On,
+                Some(false) => Cuda::Off,
+            },
+            intra_threads: num("ORT_INTRA_THREADS", physical_cores())?.max(1),
+            task_instructions: flag("TASK_INSTRUCTIONS")?.unwrap_or(true),
+            default_task: get("DEFAULT_TASK"),
+            batch: BatchLimits {
+                max_tokens: num("MAX_BATCH_TOKENS", batch.max_tokens)?.max(1),
+                max_size: num("MAX_BATCH_SIZE", batch.max_size)?.max(1),
+            },
+            limits: Limits {
+                max_body_bytes: num("MAX_BODY_BYTES", defaults.max_body_bytes)?,
+                max_inputs: num("MAX_INPUTS", defaults.max_inputs)?,
+                max_documents: num("MAX_DOCUMENTS", defaults.max_documents)?,
+            },
+        })
+    }
+}
+
+/// Physical cores from `/proc/cpuinfo` (distinct physical id / core id pairs); logical CPUs
+/// where that cannot be read. ONNX Runtime gains nothing from hyper-threads.
+pub fn physical_cores() -> usize {
+    let logical = std::thread::available_parallelism().map_or(1, usize::from);
+    let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
+        return logical;
+    };
+    let mut cores = std::collections::BTreeSet::new();
+    let mut physical = "";
+    for line in info.lines() {
+        let mut kv = line.splitn(2, ':').map(str::trim);
+        match (kv.next(), kv.next()) {
+            (Some("physical id"), Some(v)) => physical = v,
+            (Some("core id"), Some(v)) => {
+                cores.insert((physical, v));
+            }
+            _ => {}
+        }
+    }
+    if cores.is_empty() {
+        logical
+    } else {
+        cores.len().min(logical)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_follow_the_seeds() {
+        let c = config(&[]).unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("0.0.0.0", 8000));
+        assert_eq!(
+            c.embeddings_model.as_deref(),
+            Some("jinaai/jina-embeddings-v3")
+        );
+        assert_eq!(
+            c.reranker_model.as_deref(),
+            Some("jinaai/jina-reranker-v2-base-multilingual")
+        );
+        assert_eq!(c.quantization, Quantization::None);
+        assert_eq!(c.cuda, Cuda::Auto);
+        assert!(c.task_instructions);
+    }
+
+    #[test]
+    fn none_disables_a_model_and_bad_values_are_errors() {
+        let c = config(&[("RERANKER_MODEL_ID", "none"), ("USE_CUDA", "false")]).unwrap();
+        assert_eq!((c.reranker_model, c.cuda), (None, Cuda::Off));
+        assert!(config(&[("PORT", "http")]).is_err());
+        assert!(config(&[("ONNX_QUANTIZATION", "q3")]).is_err());
+        assert!(config(&[("USE_CUDA", "maybe")]).is_err());
+    }
+}

@@ -1,0 +1,184 @@
+//! Turning a model id (a local directory or a Hugging Face repo id) into a served model:
+//! download when needed, read the files, derive the spec, build the ONNX Runtime session.
+
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use embedfn_core::files::{onnx_path, onnx_size, read_model_dir};
+use embedfn_core::time::rfc3339;
+use embedfn_core::{
+    Embedder, EmbedderOptions, Error, ModelInfo, ModelKind, ModelSpec, RerankOptions, Reranker,
+    Result, Served, TextTokenizer,
+};
+
+use ort::environment::Environment;
+
+use crate::config::Config;
+use crate::ort_backend::{OrtBackend, SessionOptions};
+
+/// Files fetched from the hub besides the ONNX graph; missing optional ones are fine.
+const REQUIRED: [&str; 2] = ["config.json", "tokenizer.json"];
+const OPTIONAL: [&str; 4] = [
+    "1_Pooling/config.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
+    "tokenizer_config.json",
+];
+
+/// The local directory of a model id: the id itself when it is a directory, else a hub download
+/// into `MODEL_CACHE_DIR` (only the files the chosen quantization needs).
+pub fn resolve(id: &str, config: &Config) -> Result<PathBuf> {
+    let local = Path::new(id);
+    if local.is_dir() {
+        return Ok(local.to_path_buf());
+    }
+    if local.is_absolute() || id.starts_with('.') || id.split('/').count() != 2 {
+        return Err(Error::Model(format!(
+            "model '{id}' is neither a directory nor a Hugging Face repo id (org/name)"
+        )));
+    }
+    download(id, config)
+}
+
+fn download(id: &str, config: &Config) -> Result<PathBuf> {
+    let hub_err = |file: &str, e: &dyn std::fmt::Display| {
+        Error::Model(format!(
+            "cannot get {file} of '{id}' from the Hugging Face hub: {e}"
+        ))
+    };
+    let onnx = format!("onnx/{}", config.quantization.file_name());
+    let offline =
+        std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+    let get: Box<dyn Fn(&str) -> std::result::Result<PathBuf, String>> = if offline {
+        let repo = hf_hub::Cache::new(config.model_cache_dir.clone()).model(id.to_string());
+        Box::new(move |f| {
+            repo.get(f)
+                .ok_or_else(|| "not in the cache and HF_HUB_OFFLINE is set".to_string())
+        })
+    } else {
+        let api = hf_hub::api::sync::ApiBuilder::from_env()
+            .with_cache_dir(config.model_cache_dir.clone())
+            .with_progress(true)
+            .build()
+            .map_err(|e| hub_err("the API", &e))?;
+        let repo = api.model(id.to_string());
+        Box::new(move |f| repo.get(f).map_err(|e| e.to_string()))
+    };
+    tracing::info!(model = id, file = %onnx, "fetching model files");
+    let mut dir = None;
+    for file in REQUIRED.iter().copied().chain([onnx.as_str()]) {
+        let path = get(file).map_err(|e| hub_err(file, &e))?;
+        if file == "config.json" {
+            dir = path.parent().map(Path::to_path_buf);
+        }
+    }
+    for file in OPTIONAL {
+        let _ = get(file);
+    }
+    // External weights (jina-embeddings-v3 ships onnx/model.onnx + onnx/model.onnx_data).
+    let _ = get(&format!("{onnx}_data"));
+    dir.ok_or_else(|| Error::Model(format!("'{id}': no config.json")))
+}
+
+/// Loads one model directory as the given kind.
+fn load(
+    id: &str,
+    expected: ModelKind,
+    config: &Config,
+    env: &Environment,
+    session: SessionOptions,
+) -> Result<(ModelInfo, ModelSpec, TextTokenizer, OrtBackend)> {
+    let dir = resolve(id, config)?;
+    let files = read_model_dir(&dir)?;
+    let spec = ModelSpec::from_files(&files)?;
+    if spec.kind != expected {
+        return Err(Error::Model(format!(
+            "'{id}' is a {:?} model (from config.json architectures), expected {expected:?}",
+            spec.kind
+        )));
+    }
+    let tokenizer = TextTokenizer::from_bytes(&files.tokenizer_json)?;
+    let onnx = onnx_path(&dir, config.quantization)?;
+    let backend = OrtBackend::load(env, &onnx, session)?;
+    let size = onnx_size(&onnx);
+    let modified = std::fs::metadata(&onnx)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    tracing::info!(
+        model = id, onnx = %onnx.display(), device = backend.device, max_length = spec.max_length,
+        dims = spec.dims, tasks = spec.tasks.len(), "model loaded"
+    );
+    let info = ModelInfo {
+        name: served_name(id),
+        size,
+        modified_at: rfc3339(modified),
+        digest: digest(id, size, modified),
+        quantization: config.quantization,
+    };
+    Ok((info, spec, tokenizer, backend))
+}
+
+/// The name a model is listed under: the hub id as given, or a local directory's last segment.
+fn served_name(id: &str) -> String {
+    let id = id.trim_end_matches('/');
+    if Path::new(id).is_dir() {
+        Path::new(id)
+            .file_name()
+            .map_or_else(|| id.to_string(), |n| n.to_string_lossy().into_owned())
+    } else {
+        id.to_string()
+    }
+}
+
+/// A stable 64-hex-digit digest of what identifies the loaded file (FNV-1a, four lanes): cheap,
+/// unlike hashing gigabytes of weights at start-up.
+fn digest(id: &str, size: u64, modified: u64) -> String {
+    let key = format!("{id}\0{size}\0{modified}");
+    (0u64..4)
+        .map(|lane| {
+            let h = key.bytes().fold(0xcbf2_9ce4_8422_2325 ^ lane, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+            format!("{h:016x}")
+        })
+        .collect()
+}
+
+/// The embedding model, ready to serve.
+pub fn embedder(
+    id: &str,
+    config: &Config,
+    env: &Environment,
+    session: SessionOptions,
+) -> Result<Served<Embedder<OrtBackend>>> {
+    let (info, spec, tokenizer, backend) = load(id, ModelKind::Embedding, config, env, session)?;
+    let options = EmbedderOptions {
+        instructions: config.task_instructions,
+        default_task: config.default_task.clone(),
+        batch: config.batch,
+    };
+    Ok(Served {
+        info,
+        model: Embedder::new(spec, tokenizer, backend, options)?,
+    })
+}
+
+/// The reranker, ready to serve.
+pub fn reranker(
+    id: &str,
+    config: &Config,
+    env: &Environment,
+    session: SessionOptions,
+) -> Result<Served<Reranker<OrtBackend>>> {
+    let (info, spec, tokenizer, backend) = load(id, ModelKind::CrossEncoder, config, env, session)?;
+    let options = RerankOptions {
+        batch: config.batch,
+        ..RerankOptions::default()
+    };
+    Ok(Served {
+        info,
+        model: Reranker::new(spec, tokenizer, backend, options),
+    })
+}

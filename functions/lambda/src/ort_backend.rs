@@ -1,0 +1,205 @@
+//! The core's [`Backend`] on ONNX Runtime.
+//!
+//! One session per model, built once at start-up and shared by all requests behind a mutex
+//! (`Session::run` takes `&mut self`). The graph's declared inputs decide what is fed:
+//! `input_ids`, `attention_mask`, `token_type_ids` (zeros or the pair's segments), `task_id`
+//! (0-d scalar or `[1]`, read from the graph). Output 0 is returned as f32 (f16 is converted).
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use embedfn_core::{Backend, Batch, Error, Result, Tensor};
+use ort::environment::Environment;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+use ort::session::SessionInputValue;
+use ort::value::{TensorElementType, TensorRef, ValueType};
+
+use crate::config::Cuda;
+
+/// Session settings shared by every model of the process.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionOptions {
+    /// Intra-op threads.
+    pub intra_threads: usize,
+    /// CUDA choice.
+    pub cuda: Cuda,
+}
+
+/// An element type an integer input may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IntType {
+    I64,
+    I32,
+}
+
+/// What one graph input is fed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Feed {
+    InputIds,
+    AttentionMask,
+    TokenTypeIds,
+    /// `task_id`, with its rank (0 or 1).
+    TaskId(usize),
+}
+
+/// An ONNX Runtime session as a core backend.
+pub struct OrtBackend {
+    session: Mutex<Session>,
+    feeds: Vec<(String, Feed, IntType)>,
+    output_f16: bool,
+    /// Which execution provider the session runs on (for logs and `/health`).
+    pub device: &'static str,
+}
+
+fn model_err(e: impl std::fmt::Display) -> Error {
+    Error::Model(e.to_string())
+}
+
+impl OrtBackend {
+    /// Builds a session from an ONNX file (its external data next to it is found by ORT).
+    pub fn load(env: &Environment, path: &Path, options: SessionOptions) -> Result<Self> {
+        let cpu = || session(env, path, options, false);
+        let (session, device) = match options.cuda {
+            Cuda::Off => (cpu(), "cpu"),
+            Cuda::On | Cuda::Auto => match session(env, path, options, true) {
+                Ok(s) => (Ok(s), "cuda"),
+                Err(e) => {
+                    let msg = format!("CUDA execution provider unavailable ({e}); running on CPU");
+                    if options.cuda == Cuda::On {
+                        tracing::warn!("{msg}");
+                    } else {
+                        tracing::info!("{msg}");
+                    }
+                    (cpu(), "cpu")
+                }
+            },
+        };
+        let session = session.map_err(|e| Error::Model(format!("{}: {e}", path.display())))?;
+        let feeds = session
+            .inputs()
+            .iter()
+            .map(|input| feed_for(input.name(), input.dtype()))
+            .collect::<Result<Vec<_>>>()?;
+        let output = session
+            .outputs()
+            .first()
+            .ok_or_else(|| model_err(format!("{}: graph has no outputs", path.display())))?;
+        let output_f16 = output.dtype().tensor_type() == Some(TensorElementType::Float16);
+        Ok(Self {
+            session: Mutex::new(session),
+            feeds,
+            output_f16,
+            device,
+        })
+    }
+}
+
+/// One session with the process's settings; `cuda` registers the CUDA execution provider and
+/// fails when it cannot be used (the caller falls back to CPU).
+fn session(
+    env: &Environment,
+    path: &Path,
+    o: SessionOptions,
+    cuda: bool,
+) -> std::result::Result<Session, String> {
+    let s = |e: &dyn std::fmt::Display| e.to_string();
+    let mut builder = Session::builder(env)
+        .map_err(|e| s(&e))?
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(|e| s(&e))?
+        .with_intra_threads(o.intra_threads)
+        .map_err(|e| s(&e))?
+        .with_intra_op_spinning(false)
+        .map_err(|e| s(&e))?
+        .with_inter_threads(1)
+        .map_err(|e| s(&e))?;
+    if cuda {
+        builder = builder
+            .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
+            .map_err(|e| s(&e))?;
+    }
+    builder.commit_from_file(path).map_err(|e| s(&e))
+}
+
+fn feed_for(name: &str, dtype: &ValueType) -> Result<(String, Feed, IntType)> {
+    let int = match dtype.tensor_type() {
+        Some(TensorElementType::Int64) => IntType::I64,
+        Some(TensorElementType::Int32) => IntType::I32,
+        other => {
+            return Err(model_err(format!(
+                "input '{name}' has type {other:?}; expected int64 or int32"
+            )))
+        }
+    };
+    let feed = match name {
+        "input_ids" => Feed::InputIds,
+        "attention_mask" => Feed::AttentionMask,
+        "token_type_ids" => Feed::TokenTypeIds,
+        "task_id" => Feed::TaskId(dtype.tensor_shape().map_or(0, |s| s.len())),
+        other => {
+            return Err(model_err(format!(
+                "graph input '{other}' is not one embedfn can feed"
+            )))
+        }
+    };
+    Ok((name.to_string(), feed, int))
+}
+
+fn run_err(e: impl std::fmt::Display) -> Error {
+    Error::Backend(e.to_string())
+}
+
+/// An input tensor: int64 data is borrowed as is; int32 graphs get a narrowed copy.
+fn tensor(data: &[i64], shape: Vec<usize>, int: IntType) -> Result<SessionInputValue<'_>> {
+    Ok(match int {
+        IntType::I64 => TensorRef::from_array_view((shape, data))
+            .map_err(run_err)?
+            .into(),
+        IntType::I32 => {
+            let narrow: Vec<i32> = data.iter().map(|&v| v as i32).collect();
+            ort::value::Tensor::from_array((shape, narrow))
+                .map_err(run_err)?
+                .into()
+        }
+    })
+}
+
+impl Backend for OrtBackend {
+    fn forward(&self, batch: &Batch) -> Result<Tensor> {
+        let dims = vec![batch.batch, batch.seq];
+        let task_id = batch.task_id.map(|id| [id]);
+        let mut inputs: Vec<(&str, SessionInputValue)> = Vec::with_capacity(self.feeds.len());
+        for (name, feed, int) in &self.feeds {
+            let value = match feed {
+                Feed::InputIds => tensor(&batch.input_ids, dims.clone(), *int)?,
+                Feed::AttentionMask => tensor(&batch.attention_mask, dims.clone(), *int)?,
+                Feed::TokenTypeIds => tensor(&batch.token_type_ids, dims.clone(), *int)?,
+                Feed::TaskId(rank) => {
+                    let id = task_id.as_ref().ok_or_else(|| {
+                        Error::Backend(
+                            "the graph takes task_id but config.json lists no lora_adaptations"
+                                .into(),
+                        )
+                    })?;
+                    tensor(id, if *rank == 0 { vec![] } else { vec![1] }, *int)?
+                }
+            };
+            inputs.push((name.as_str(), value));
+        }
+        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let outputs = session.run(inputs).map_err(run_err)?;
+        let value = &outputs[0];
+        let (shape, data) = if self.output_f16 {
+            let (shape, data) = value.try_extract_tensor::<half::f16>().map_err(run_err)?;
+            (shape.clone(), data.iter().map(|x| x.to_f32()).collect())
+        } else {
+            let (shape, data) = value.try_extract_tensor::<f32>().map_err(run_err)?;
+            (shape.clone(), data.to_vec())
+        };
+        Ok(Tensor {
+            shape: shape.iter().map(|&d| d.max(0) as usize).collect(),
+            data,
+        })
+    }
+}

@@ -1,0 +1,94 @@
+//! The local HTTP server: every request goes to the core's route table on a blocking thread
+//! (inference is CPU-bound), and SIGTERM / SIGINT stop it gracefully after in-flight requests.
+
+use std::sync::Arc;
+
+use axum::body::{to_bytes, Body};
+use axum::http::{header, HeaderValue, Request as HttpRequest, Response, StatusCode};
+use embedfn_core::router::{error_reply, too_large, Api};
+use embedfn_core::{route, App, Backend, Reply, Request};
+
+/// Answers one HTTP request through the core.
+pub async fn handle<B: Backend + 'static>(
+    app: Arc<App<B>>,
+    req: HttpRequest<Body>,
+) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let max = app.limits.max_body_bytes;
+    let api = if parts.uri.path().starts_with("/v1/") {
+        Api::OpenAi
+    } else {
+        Api::Ollama
+    };
+    let Ok(body) = to_bytes(body, max.saturating_add(1)).await else {
+        return into_response(error_reply(api, &too_large(max)));
+    };
+    let reply = tokio::task::spawn_blocking(move || {
+        let headers: Vec<(&str, &str)> = parts
+            .headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
+            .collect();
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        route(
+            &app,
+            &Request {
+                method: parts.method.as_str(),
+                path,
+                headers: &headers,
+                body: &body,
+            },
+        )
+    })
+    .await;
+    match reply {
+        Ok(reply) => into_response(reply),
+        Err(e) => {
+            tracing::error!("request handler failed: {e}");
+            into_response(error_reply(
+                api,
+                &embedfn_core::Error::Backend("internal error while handling the request".into()),
+            ))
+        }
+    }
+}
+
+fn into_response(reply: Reply) -> Response<Body> {
+    let mut response = Response::new(Body::from(reply.body));
+    *response.status_mut() =
+        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(reply.content_type),
+    );
+    response
+}
+
+/// Serves `app` on `addr` until SIGTERM or SIGINT.
+pub async fn serve<B: Backend + 'static>(app: App<B>, addr: &str) -> std::io::Result<()> {
+    let app = Arc::new(app);
+    let router =
+        axum::Router::new().fallback(move |req: HttpRequest<Body>| handle(app.clone(), req));
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!("listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

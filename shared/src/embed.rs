@@ -1,0 +1,324 @@
+//! Text → embeddings: task choice, instruction prefix, tokenization, batched forward passes,
+//! pooling, Matryoshka truncation, then L2 normalisation. Late chunking runs the inputs as one
+//! sequence and pools each input over its own span.
+
+use crate::backend::{Backend, Tensor};
+use crate::batch::{plan, Batch, BatchLimits};
+use crate::error::{Error, Result};
+use crate::pooling;
+use crate::spec::ModelSpec;
+use crate::tokenize::{TextTokenizer, Tokens};
+
+/// One input to embed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// Text (the task instruction is prepended when enabled).
+    Text(String),
+    /// The model's own token ids, used as given (OpenAI's `[int]` input form).
+    Tokens(Vec<i64>),
+}
+
+/// Per-request choices.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbedParams {
+    /// Task adapter name; `None` uses the embedder's default task.
+    pub task: Option<String>,
+    /// Matryoshka truncation; `None` keeps the full width.
+    pub dimensions: Option<usize>,
+    /// Cut over-long inputs (`true`) or reject them with a 400 (`false`).
+    pub truncate: bool,
+    /// L2-normalise the (truncated) vectors.
+    pub normalize: bool,
+    /// Run all inputs as one sequence and pool each over its span.
+    pub late_chunking: bool,
+}
+
+impl Default for EmbedParams {
+    fn default() -> Self {
+        Self {
+            task: None,
+            dimensions: None,
+            truncate: true,
+            normalize: true,
+            late_chunking: false,
+        }
+    }
+}
+
+/// Embedder-wide options, fixed at start-up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbedderOptions {
+    /// Prepend the task's instruction to each text (the reference `encode()` does).
+    pub instructions: bool,
+    /// Task used when a request names none (must be one of the model's tasks).
+    pub default_task: Option<String>,
+    /// Limits on each forward pass.
+    pub batch: BatchLimits,
+}
+
+impl Default for EmbedderOptions {
+    fn default() -> Self {
+        Self {
+            instructions: true,
+            default_task: None,
+            batch: BatchLimits::default(),
+        }
+    }
+}
+
+/// The vectors of one request, in input order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embeddings {
+    /// One vector per input.
+    pub vectors: Vec<Vec<f32>>,
+    /// Tokens run through the model (special tokens and instructions included).
+    pub prompt_tokens: usize,
+}
+
+/// An embedding model ready to serve: spec, tokenizer and backend.
+#[derive(Debug)]
+pub struct Embedder<B> {
+    spec: ModelSpec,
+    tokenizer: TextTokenizer,
+    backend: B,
+    options: EmbedderOptions,
+}
+
+impl<B: Backend> Embedder<B> {
+    /// Builds an embedder; checks that the default task exists.
+    pub fn new(
+        spec: ModelSpec,
+        tokenizer: TextTokenizer,
+        backend: B,
+        mut options: EmbedderOptions,
+    ) -> Result<Self> {
+        if spec.tasks.is_empty() {
+            options.default_task = None;
+        } else {
+            let task = options
+                .default_task
+                .get_or_insert_with(|| default_task(&spec.tasks));
+            spec.task_id(task)
+                .map_err(|e| Error::Model(e.to_string()))?;
+        }
+        Ok(Self {
+            spec,
+            tokenizer,
+            backend,
+            options,
+        })
+    }
+
+    /// The model spec.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    /// The task used when a request names none.
+    pub fn default_task(&self) -> Option<&str> {
+        self.options.default_task.as_deref()
+    }
+
+    /// Embeds `inputs`.
+    pub fn embed(&self, inputs: &[Input], params: &EmbedParams) -> Result<Embeddings> {
+        let dims = self.check_dimensions(params.dimensions)?;
+        let (task_id, instruction) = self.task(params.task.as_deref())?;
+        let (vectors, prompt_tokens) = if params.late_chunking {
+            self.late_chunked(inputs, instruction, task_id)?
+        } else {
+            let seqs = inputs
+                .iter()
+                .map(|input| self.sequence(input, instruction, params.truncate))
+                .collect::<Result<Vec<_>>>()?;
+            let tokens = seqs.iter().map(Tokens::len).sum();
+            (self.pooled(&seqs, task_id)?, tokens)
+        };
+        let vectors = vectors
+            .into_iter()
+            .map(|v| {
+                let v = pooling::truncate(v, dims);
+                if params.normalize {
+                    pooling::l2_normalize(v)
+                } else {
+                    v
+                }
+            })
+            .collect();
+        Ok(Embeddings {
+            vectors,
+            prompt_tokens,
+        })
+    }
+
+    /// Counts the tokens a text becomes (instruction and special tokens included), untruncated.
+    pub fn count_tokens(&self, text: &str, task: Option<&str>) -> Result<usize> {
+        let (_, instruction) = self.task(task)?;
+        Ok(self
+            .tokenizer
+            .single(&format!("{instruction}{text}"), usize::MAX)?
+            .1)
+    }
+
+    fn check_dimensions(&self, dimensions: Option<usize>) -> Result<usize> {
+        match dimensions {
+            None => Ok(self.spec.dims),
+            Some(d) if (1..=self.spec.dims).contains(&d) => Ok(d),
+            Some(d) => Err(Error::bad_request(format!(
+                "dimensions must be between 1 and {} (got {d})",
+                self.spec.dims
+            ))),
+        }
+    }
+
+    fn task(&self, task: Option<&str>) -> Result<(Option<i64>, &str)> {
+        let Some(task) = task.or(self.options.default_task.as_deref()) else {
+            return Ok((None, ""));
+        };
+        let id = self.spec.task_id(task)?;
+        let instruction = if self.options.instructions {
+            self.spec.instruction(task)
+        } else {
+            ""
+        };
+        Ok((Some(id), instruction))
+    }
+
+    fn sequence(&self, input: &Input, instruction: &str, truncate: bool) -> Result<Tokens> {
+        let max = self.spec.max_length;
+        match input {
+            Input::Text(text) => {
+                let (tokens, full) = self
+                    .tokenizer
+                    .single(&format!("{instruction}{text}"), max)?;
+                if full > max && !truncate {
+                    return Err(too_long(full, max));
+                }
+                Ok(tokens)
+            }
+            Input::Tokens(ids) => {
+                if let Some(bad) = ids
+                    .iter()
+                    .find(|&&id| id < 0 || id as u64 >= self.spec.vocab_size as u64)
+                {
+                    return Err(Error::bad_request(format!(
+                        "token id {bad} is outside the vocabulary (0..{})",
+                        self.spec.vocab_size
+                    )));
+                }
+                if ids.len() > max && !truncate {
+                    return Err(too_long(ids.len(), max));
+                }
+                let ids = ids[..ids.len().min(max)].to_vec();
+                let type_ids = vec![0; ids.len()];
+                Ok(Tokens { ids, type_ids })
+            }
+        }
+    }
+
+    /// Runs `seqs` in planned batches and pools each; vectors come back in input order.
+    fn pooled(&self, seqs: &[Tokens], task_id: Option<i64>) -> Result<Vec<Vec<f32>>> {
+        let lengths: Vec<usize> = seqs.iter().map(Tokens::len).collect();
+        let mut out = vec![Vec::new(); seqs.len()];
+        for group in plan(&lengths, self.options.batch) {
+            let rows: Vec<&Tokens> = group.iter().map(|&i| &seqs[i]).collect();
+            let batch = Batch::pad(&rows, self.tokenizer.pad_id(), task_id);
+            let tensor = self.backend.forward(&batch)?;
+            let hidden = self.check_output(&tensor, &batch)?;
+            for (row, &i) in group.iter().enumerate() {
+                out[i] = if tensor.shape.len() == 3 {
+                    let stride = batch.seq * hidden;
+                    let tokens = &tensor.data[row * stride..(row + 1) * stride];
+                    self.spec.pooling.pool(tokens, batch.mask(row), hidden)
+                } else {
+                    tensor.data[row * hidden..(row + 1) * hidden].to_vec()
+                };
+            }
+        }
+        Ok(out)
+    }
+
+    fn late_chunked(
+        &self,
+        inputs: &[Input],
+        instruction: &str,
+        task_id: Option<i64>,
+    ) -> Result<(Vec<Vec<f32>>, usize)> {
+        let parts = inputs
+            .iter()
+            .map(|input| match input {
+                Input::Text(text) => self.tokenizer.content(text),
+                Input::Tokens(_) => Err(Error::bad_request(
+                    "late_chunking takes text inputs, not token ids",
+                )),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let lead = self.tokenizer.content(instruction)?;
+        let (seq, spans) = self.tokenizer.joined(lead, parts)?;
+        let max = self.spec.max_length;
+        if seq.len() > max {
+            // Cutting the joint sequence would leave later inputs without tokens, so this is
+            // rejected whatever `truncate` says.
+            return Err(Error::bad_request(format!(
+                "late_chunking: the inputs together take {} tokens, more than the context length {max}",
+                seq.len()
+            )));
+        }
+        let batch = Batch::pad(&[&seq], self.tokenizer.pad_id(), task_id);
+        let tensor = self.backend.forward(&batch)?;
+        let hidden = self.check_output(&tensor, &batch)?;
+        if tensor.shape.len() != 3 {
+            return Err(Error::bad_request(
+                "late_chunking needs a model with token-level output",
+            ));
+        }
+        let vectors = spans
+            .into_iter()
+            .map(|r| {
+                if r.is_empty() {
+                    vec![0.0; hidden]
+                } else {
+                    pooling::mean_span(&tensor.data, hidden, r.start, r.end)
+                }
+            })
+            .collect();
+        Ok((vectors, seq.len()))
+    }
+
+    /// Checks the output shape against the batch; returns the hidden width.
+    fn check_output(&self, t: &Tensor, batch: &Batch) -> Result<usize> {
+        let ok = match t.shape.as_slice() {
+            [b, s, h] => *b == batch.batch && *s == batch.seq && *h > 0,
+            [b, h] => *b == batch.batch && *h > 0,
+            _ => false,
+        };
+        let hidden = *t.shape.last().unwrap_or(&0);
+        if !ok || t.data.len() != t.shape.iter().product::<usize>() {
+            return Err(Error::Backend(format!(
+                "unexpected output shape {:?} for a batch of {}×{}",
+                t.shape, batch.batch, batch.seq
+            )));
+        }
+        if hidden < self.spec.dims {
+            return Err(Error::Backend(format!(
+                "model output width {hidden} is smaller than hidden_size {}",
+                self.spec.dims
+            )));
+        }
+        Ok(hidden)
+    }
+}
+
+/// `text-matching` when the model has it (the seeds' default), else the first task.
+fn default_task(tasks: &[String]) -> String {
+    tasks
+        .iter()
+        .find(|t| *t == "text-matching")
+        .unwrap_or(&tasks[0])
+        .clone()
+}
+
+fn too_long(len: usize, max: usize) -> Error {
+    Error::bad_request(format!(
+        "the input length exceeds the context length ({len} tokens > {max})"
+    ))
+}
