@@ -150,13 +150,14 @@ impl<B: Backend> Embedder<B> {
         })
     }
 
-    /// Counts the tokens a text becomes (instruction and special tokens included), untruncated.
-    pub fn count_tokens(&self, text: &str, task: Option<&str>) -> Result<usize> {
-        let (_, instruction) = self.task(task)?;
-        Ok(self
-            .tokenizer
-            .single(&format!("{instruction}{text}"), usize::MAX)?
-            .1)
+    /// The token sequences the model would run for `inputs` (instruction prefix, special tokens
+    /// and truncation applied), without running it.
+    pub fn tokenize(&self, inputs: &[Input], params: &EmbedParams) -> Result<Vec<Tokens>> {
+        let (_, instruction) = self.task(params.task.as_deref())?;
+        inputs
+            .iter()
+            .map(|input| self.sequence(input, instruction, params.truncate))
+            .collect()
     }
 
     fn check_dimensions(&self, dimensions: Option<usize>) -> Result<usize> {

@@ -95,7 +95,7 @@ struct Route<B> {
     handler: Handler<B>,
 }
 
-fn table<B: Backend>() -> [Route<B>; 15] {
+fn table<B: Backend>() -> [Route<B>; 16] {
     use Api::{Ollama, OpenAi};
     const GET: &[&str] = &["GET", "HEAD"];
     const POST: &[&str] = &["POST"];
@@ -121,6 +121,7 @@ fn table<B: Backend>() -> [Route<B>; 15] {
         row(POST, "/v1/rerank", OpenAi, rerank::rerank),
         row(POST, "/rerank", OpenAi, rerank::rerank),
         row(POST, "/v2/rerank", OpenAi, rerank::rerank),
+        row(POST, "/tokenize", OpenAi, openai::tokenize),
     ]
 }
 

@@ -47,23 +47,8 @@ fn download(id: &str, config: &Config) -> Result<PathBuf> {
         ))
     };
     let onnx = format!("onnx/{}", config.quantization.file_name());
-    let offline =
-        std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
-    let get: Box<dyn Fn(&str) -> std::result::Result<PathBuf, String>> = if offline {
-        let repo = hf_hub::Cache::new(config.model_cache_dir.clone()).model(id.to_string());
-        Box::new(move |f| {
-            repo.get(f)
-                .ok_or_else(|| "not in the cache and HF_HUB_OFFLINE is set".to_string())
-        })
-    } else {
-        let api = hf_hub::api::sync::ApiBuilder::from_env()
-            .with_cache_dir(config.model_cache_dir.clone())
-            .with_progress(true)
-            .build()
-            .map_err(|e| hub_err("the API", &e))?;
-        let repo = api.model(id.to_string());
-        Box::new(move |f| repo.get(f).map_err(|e| e.to_string()))
-    };
+    let hub = Hub::open(id, config).map_err(|e| hub_err("the API", &e))?;
+    let get = |file: &str| hub.get(file);
     tracing::info!(model = id, file = %onnx, "fetching model files");
     let mut dir = None;
     for file in REQUIRED.iter().copied().chain([onnx.as_str()]) {
@@ -78,6 +63,38 @@ fn download(id: &str, config: &Config) -> Result<PathBuf> {
     // External weights (jina-embeddings-v3 ships onnx/model.onnx + onnx/model.onnx_data).
     let _ = get(&format!("{onnx}_data"));
     dir.ok_or_else(|| Error::Model(format!("'{id}': no config.json")))
+}
+
+/// Where hub files come from: the network, or only the local cache when `HF_HUB_OFFLINE` is set.
+enum Hub {
+    Online(hf_hub::api::sync::ApiRepo),
+    Offline(hf_hub::CacheRepo),
+}
+
+impl Hub {
+    fn open(id: &str, config: &Config) -> std::result::Result<Self, String> {
+        let offline = std::env::var("HF_HUB_OFFLINE")
+            .is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+        if offline {
+            let cache = hf_hub::Cache::new(config.model_cache_dir.clone());
+            return Ok(Hub::Offline(cache.model(id.to_string())));
+        }
+        let api = hf_hub::api::sync::ApiBuilder::from_env()
+            .with_cache_dir(config.model_cache_dir.clone())
+            .with_progress(true)
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Hub::Online(api.model(id.to_string())))
+    }
+
+    fn get(&self, file: &str) -> std::result::Result<PathBuf, String> {
+        match self {
+            Hub::Online(repo) => repo.get(file).map_err(|e| e.to_string()),
+            Hub::Offline(repo) => repo
+                .get(file)
+                .ok_or_else(|| "not in the cache and HF_HUB_OFFLINE is set".to_string()),
+        }
+    }
 }
 
 /// Loads one model directory as the given kind.

@@ -83,6 +83,38 @@ pub fn embeddings<B: Backend>(app: &App<B>, body: &[u8]) -> Result<Vec<u8>> {
     })
 }
 
+#[derive(Deserialize)]
+struct TokenizeRequest {
+    input: Option<Value>,
+    model: Option<String>,
+    task: Option<String>,
+    truncate: Option<bool>,
+}
+
+/// `POST /tokenize`: the token ids the embedding model runs for each input (task instruction
+/// and special tokens included), for counting and debugging.
+pub fn tokenize<B: Backend>(app: &App<B>, body: &[u8]) -> Result<Vec<u8>> {
+    let req: TokenizeRequest = parse_body(body)?;
+    let (served, suffix_task) = app.models.embedder(req.model.as_deref())?;
+    let inputs = inputs(req.input)?;
+    check_count(inputs.len(), app.limits.max_inputs, "inputs")?;
+    let params = EmbedParams {
+        task: req.task.or(suffix_task.map(str::to_string)),
+        truncate: req.truncate.unwrap_or(true),
+        ..EmbedParams::default()
+    };
+    let tokens: Vec<Vec<i64>> = served
+        .model
+        .tokenize(&inputs, &params)?
+        .into_iter()
+        .map(|t| t.ids)
+        .collect();
+    reply(&json!({
+        "model": req.model.unwrap_or_else(|| served.info.name.clone()),
+        "tokens": tokens,
+    }))
+}
+
 /// `GET /v1/models`
 pub fn models<B: Backend>(app: &App<B>, _body: &[u8]) -> Result<Vec<u8>> {
     let data: Vec<Value> = app

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The test command: does all set-up on a fresh machine (ONNX Runtime, test models, Python venv,
+# the wasm32-wasip2 target), then runs formatting and lint checks, the Rust tests, the core's
+# Wasm build, and the end-to-end suite against the real release binary.
+# Builds go to $CARGO_TARGET_DIR, by default under the user's cache directory, so a fresh clone
+# reuses an earlier build.
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$EMBEDFN_CACHE/target}"
+
+ensure_venv
+ORT_DYLIB_PATH="$(scripts/fetch-onnxruntime.sh)"; export ORT_DYLIB_PATH
+EMBEDFN_MODELS="$(scripts/fetch-test-models.sh)"; export EMBEDFN_MODELS
+rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+
+log "cargo fmt / clippy"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+log "embedfn-core for wasm32-wasip2 (no I/O, no ort)"
+cargo build -p embedfn-core --target wasm32-wasip2 --release
+log "Rust tests"
+cargo test --workspace
+log "end-to-end tests against the release binary"
+cargo build --release -p embedfn-lambda --bin embedfn
+EMBEDFN_BIN="$CARGO_TARGET_DIR/release/embedfn" "$PY" -m pytest tests -q -p no:cacheprovider "$@"

@@ -1,0 +1,113 @@
+"""Shared fixtures: the test models, the ONNX Runtime library, and a real `embedfn` server.
+
+Everything a test needs is fetched or built by the project's scripts; nothing is skipped when it
+is missing: a missing model or binary fails the run.
+"""
+
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def script_output(name):
+    out = subprocess.run([str(ROOT / "scripts" / name)], check=True, capture_output=True, text=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="session")
+def models_dir():
+    path = Path(os.environ.get("EMBEDFN_MODELS") or script_output("fetch-test-models.sh"))
+    for name in ("minilm", "jina-embed-tiny", "jina-rerank-tiny"):
+        assert (path / name / "tokenizer.json").is_file(), f"test model {name} missing in {path}"
+    return path
+
+
+@pytest.fixture(scope="session")
+def ort_lib():
+    lib = os.environ.get("ORT_DYLIB_PATH") or script_output("fetch-onnxruntime.sh")
+    assert Path(lib).is_file(), lib
+    return lib
+
+
+@pytest.fixture(scope="session")
+def binary():
+    path = os.environ.get("EMBEDFN_BIN")
+    assert path, "EMBEDFN_BIN must name the built embedfn binary (scripts/test.sh sets it)"
+    assert Path(path).is_file(), path
+    return path
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A running embedfn process on a free loopback port."""
+
+    def __init__(self, binary, ort_lib, env):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        full = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
+        full.update({"HOST": "127.0.0.1", "PORT": str(self.port), "ORT_DYLIB_PATH": ort_lib,
+                     "ORT_INTRA_THREADS": "1", "USE_CUDA": "false", "HF_HUB_OFFLINE": "1"})
+        full.update(env)
+        self.proc = subprocess.Popen([binary], env=full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"embedfn exited {self.proc.returncode}: {self.proc.stdout.read()}")
+            try:
+                if requests.get(self.url + "/health", timeout=1).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("embedfn did not become healthy within 60 s")
+
+    def post(self, path, body=None, **kw):
+        return requests.post(self.url + path, json=body, timeout=60, **kw)
+
+    def get(self, path, **kw):
+        return requests.get(self.url + path, timeout=60, **kw)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@pytest.fixture(scope="session")
+def start(binary, ort_lib):
+    servers = []
+
+    def _start(**env):
+        server = Server(binary, ort_lib, env)
+        servers.append(server)
+        return server
+
+    yield _start
+    for s in servers:
+        s.stop()
+
+
+@pytest.fixture(scope="session")
+def minilm(start, models_dir):
+    return start(EMBEDDINGS_MODEL_ID=str(models_dir / "minilm"), RERANKER_MODEL_ID="none")
+
+
+@pytest.fixture(scope="session")
+def jina(start, models_dir):
+    return start(EMBEDDINGS_MODEL_ID=str(models_dir / "jina-embed-tiny"),
+                 RERANKER_MODEL_ID=str(models_dir / "jina-rerank-tiny"))
