@@ -16,7 +16,7 @@ TEXTS = [
     "Ünïcödé, émojis 🎉 and    spaces",
     "",
     "a",
-    "word " * 400,  # longer than every test model's limit: truncated
+    "word " * 700,  # longer than every test model's limit: truncated
 ]
 
 
