@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import requests
 
+import parity
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -111,3 +113,11 @@ def minilm(start, models_dir):
 def jina(start, models_dir):
     return start(EMBEDDINGS_MODEL_ID=str(models_dir / "jina-embed-tiny"),
                  RERANKER_MODEL_ID=str(models_dir / "jina-rerank-tiny"))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Reports the largest difference from the reference that each golden test saw."""
+    if parity.LARGEST:
+        terminalreporter.section("max |embedfn - reference| per test")
+        for test, diff in sorted(parity.LARGEST.items()):
+            terminalreporter.write_line(f"{diff:9.2e}  {test}")

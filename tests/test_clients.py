@@ -4,8 +4,8 @@ import numpy as np
 import ollama
 import openai
 
+from parity import close
 from reference import Model
-from test_golden import close
 
 
 def test_ollama_client(minilm, models_dir):

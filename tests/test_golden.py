@@ -6,9 +6,9 @@ import base64
 import numpy as np
 import pytest
 
+from parity import close
 from reference import Model
 
-TOL = 1e-5
 TEXTS = [
     "Hello world",
     "The quick brown fox jumps over the lazy dog.",
@@ -18,14 +18,6 @@ TEXTS = [
     "a",
     "word " * 700,  # longer than every test model's limit: truncated
 ]
-
-
-def close(actual, expected, tol=TOL):
-    actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
-    assert actual.shape == expected.shape
-    diff = float(np.max(np.abs(actual - expected))) if actual.size else 0.0
-    assert diff <= tol, f"max abs difference {diff:.3g} > {tol}"
-    return diff
 
 
 @pytest.fixture(scope="module")

@@ -115,15 +115,13 @@ pub fn embeddings<B: Backend>(app: &App<B>, body: &[u8]) -> Result<Vec<u8>> {
 pub fn rerank<B: Backend>(app: &App<B>, body: &[u8]) -> Result<Vec<u8>> {
     let req: RerankRequest = parse_body(body)?;
     let served = app.models.reranker(req.model.as_deref())?;
-    let query = req
-        .query
-        .ok_or_else(|| Error::bad_request("'query' is required"))?;
-    let documents = req
-        .documents
-        .filter(|d| !d.is_empty())
-        .ok_or_else(|| Error::bad_request("'documents' must be a non-empty array of strings"))?;
-    check_count(documents.len(), app.limits.max_documents, "documents")?;
-    let top_n = super::rerank::check_top_n(req.top_n)?;
+    let (query, top_n) = super::rerank::check_request(
+        app.limits.max_documents,
+        req.query,
+        req.documents.as_ref().map(Vec::len),
+        req.top_n,
+    )?;
+    let documents = req.documents.unwrap_or_default();
     let ranking = served.model.rerank(&query, &documents, top_n)?;
     let with_docs = req.return_documents.unwrap_or(true);
     let results: Vec<Value> = ranking

@@ -57,28 +57,40 @@ struct RerankResponse<'a> {
     results: Vec<Result_<'a>>,
 }
 
-/// `top_n` must be at least 1 when given.
-pub fn check_top_n(top_n: Option<usize>) -> Result<Option<usize>> {
-    match top_n {
-        Some(0) => Err(Error::bad_request("'top_n' must be at least 1")),
-        other => Ok(other),
+/// The checks both rerank routes share: a query, a non-empty documents list within the limit,
+/// and a `top_n` of at least 1 when given. Returns the query and `top_n`.
+pub fn check_request(
+    max_documents: usize,
+    query: Option<String>,
+    documents: Option<usize>,
+    top_n: Option<usize>,
+) -> Result<(String, Option<usize>)> {
+    let query = query.ok_or_else(|| Error::bad_request("'query' is required"))?;
+    match documents {
+        None | Some(0) => {
+            return Err(Error::bad_request(
+                "'documents' must be a non-empty array of strings or {\"text\": …} objects",
+            ))
+        }
+        Some(n) => check_count(n, max_documents, "documents")?,
     }
+    if top_n == Some(0) {
+        return Err(Error::bad_request("'top_n' must be at least 1"));
+    }
+    Ok((query, top_n))
 }
 
 /// `POST /v1/rerank`
 pub fn rerank<B: Backend>(app: &App<B>, body: &[u8]) -> Result<Vec<u8>> {
     let req: RerankRequest = parse_body(body)?;
     let served = app.models.reranker(req.model.as_deref())?;
-    let query = req
-        .query
-        .ok_or_else(|| Error::bad_request("'query' is required"))?;
-    let documents = req.documents.filter(|d| !d.is_empty()).ok_or_else(|| {
-        Error::bad_request(
-            "'documents' must be a non-empty array of strings or {\"text\": …} objects",
-        )
-    })?;
-    check_count(documents.len(), app.limits.max_documents, "documents")?;
-    let top_n = check_top_n(req.top_n)?;
+    let (query, top_n) = check_request(
+        app.limits.max_documents,
+        req.query,
+        req.documents.as_ref().map(Vec::len),
+        req.top_n,
+    )?;
+    let documents = req.documents.unwrap_or_default();
     let texts: Vec<&str> = documents.iter().map(Document::text).collect();
     let ranking = served.model.rerank(&query, &texts, top_n)?;
     let with_docs = req.return_documents.unwrap_or(true);
