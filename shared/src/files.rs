@@ -36,17 +36,10 @@ pub fn onnx_path(dir: &Path, quantization: Quantization) -> Result<PathBuf> {
             Error::Model(format!(
                 "{}: no onnx/{name} (ONNX_QUANTIZATION={}); files there: {}",
                 dir.display(),
-                quantization_name(quantization),
+                quantization.name(),
                 list_onnx(dir)
             ))
         })
-}
-
-fn quantization_name(q: Quantization) -> &'static str {
-    Quantization::NAMES
-        .into_iter()
-        .find(|n| Quantization::parse(n).ok() == Some(q))
-        .unwrap_or("none")
 }
 
 fn list_onnx(dir: &Path) -> String {

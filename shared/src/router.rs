@@ -127,20 +127,11 @@ fn table<B: Backend>() -> [Route<B>; 16] {
 
 /// Answers one request. Never panics on user input; every failure is a JSON error reply.
 pub fn route<B: Backend>(app: &App<B>, req: &Request) -> Reply {
-    let path = req.path.split(['?', '#']).next().unwrap_or("/");
-    let path = if path.len() > 1 {
-        path.trim_end_matches('/')
-    } else {
-        path
-    };
+    let path = normalize(req.path);
     let table = table::<B>();
     let Some(row) = table.iter().find(|r| r.path == path) else {
-        let api = if path.starts_with("/v1/") {
-            Api::OpenAi
-        } else {
-            Api::Ollama
-        };
-        return error_reply(api, &Error::RouteNotFound(format!("no route for {path}")));
+        let not_found = Error::RouteNotFound(format!("no route for {path}"));
+        return error_reply(api_for(path), &not_found);
     };
     if !row.methods.contains(&req.method) {
         return error_reply(
@@ -169,6 +160,36 @@ pub fn route<B: Backend>(app: &App<B>, req: &Request) -> Reply {
             },
         },
         Err(e) => error_reply(row.api, &e),
+    }
+}
+
+/// The API family of a path (its errors' shape): the table's, else OpenAI's under `/v1/`.
+pub fn api_for(path: &str) -> Api {
+    /// The table's API column does not depend on the backend; this one only lets it be read.
+    struct NoBackend;
+    impl Backend for NoBackend {
+        fn forward(&self, _: &crate::Batch) -> Result<crate::Tensor> {
+            Err(Error::Backend("no backend".into()))
+        }
+    }
+    let path = normalize(path);
+    table::<NoBackend>().iter().find(|r| r.path == path).map_or(
+        if path.starts_with("/v1/") {
+            Api::OpenAi
+        } else {
+            Api::Ollama
+        },
+        |r| r.api,
+    )
+}
+
+/// The path without query string or trailing slash.
+fn normalize(path: &str) -> &str {
+    let path = path.split(['?', '#']).next().unwrap_or("/");
+    if path.len() > 1 {
+        path.trim_end_matches('/')
+    } else {
+        path
     }
 }
 
@@ -202,4 +223,18 @@ fn health<B: Backend>(app: &App<B>, _body: &[u8]) -> Result<Vec<u8>> {
         "embedding_model": app.models.embedder.as_ref().map(|s| &s.info.name),
         "reranker_model": app.models.reranker.as_ref().map(|s| &s.info.name),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_family_comes_from_the_table() {
+        assert_eq!(api_for("/tokenize"), Api::OpenAi);
+        assert_eq!(api_for("/rerank/"), Api::OpenAi);
+        assert_eq!(api_for("/api/embed?x=1"), Api::Ollama);
+        assert_eq!(api_for("/v1/unknown"), Api::OpenAi);
+        assert_eq!(api_for("/unknown"), Api::Ollama);
+    }
 }

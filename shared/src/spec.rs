@@ -256,6 +256,19 @@ impl Quantization {
         })
     }
 
+    /// The `ONNX_QUANTIZATION` name of this choice.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Fp16 => "fp16",
+            Self::Int8 => "int8",
+            Self::Uint8 => "uint8",
+            Self::Quantized => "quantized",
+            Self::Q4 => "q4",
+            Self::Bnb4 => "bnb4",
+        }
+    }
+
     /// The ONNX file name (under `onnx/`) for this choice.
     pub fn file_name(self) -> &'static str {
         match self {
@@ -337,5 +350,8 @@ mod tests {
         );
         assert_eq!(Quantization::parse("").unwrap().file_name(), "model.onnx");
         assert!(Quantization::parse("q3").is_err());
+        for name in Quantization::NAMES {
+            assert_eq!(Quantization::parse(name).unwrap().name(), name);
+        }
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::body::{to_bytes, Body};
 use axum::http::{header, HeaderValue, Request as HttpRequest, Response, StatusCode};
-use embedfn_core::router::{error_reply, too_large, Api};
+use embedfn_core::router::{api_for, error_reply, too_large};
 use embedfn_core::{route, App, Backend, Reply, Request};
 
 /// Answers one HTTP request through the core.
@@ -15,11 +15,7 @@ pub async fn handle<B: Backend + 'static>(
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let max = app.limits.max_body_bytes;
-    let api = if parts.uri.path().starts_with("/v1/") {
-        Api::OpenAi
-    } else {
-        Api::Ollama
-    };
+    let api = api_for(parts.uri.path());
     let Ok(body) = to_bytes(body, max.saturating_add(1)).await else {
         return into_response(error_reply(api, &too_large(max)));
     };
