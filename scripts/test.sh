@@ -13,6 +13,8 @@ ORT_DYLIB_PATH="$(scripts/fetch-onnxruntime.sh)"; export ORT_DYLIB_PATH
 EMBEDFN_MODELS="$(scripts/fetch-test-models.sh)"; export EMBEDFN_MODELS
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 
+log "template.yaml (cfn-lint)"
+"$VENV/bin/cfn-lint" template.yaml
 log "cargo fmt / clippy"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -26,7 +26,8 @@ pub struct Config {
     pub embeddings_model: Option<String>,
     /// `RERANKER_MODEL_ID`: hub id or local directory; `None` when set to `none`.
     pub reranker_model: Option<String>,
-    /// `MODEL_CACHE_DIR` (default `models`): where hub downloads go.
+    /// `MODEL_CACHE_DIR` (default `models`, or `/tmp/models` in Lambda, whose code directory
+    /// is read-only): where hub downloads go.
     pub model_cache_dir: PathBuf,
     /// `ONNX_QUANTIZATION` (default `none`).
     pub quantization: Quantization,
@@ -105,7 +106,10 @@ impl Config {
                 "jinaai/jina-reranker-v2-base-multilingual",
             ),
             model_cache_dir: get("MODEL_CACHE_DIR")
-                .unwrap_or_else(|| "models".into())
+                .unwrap_or_else(|| {
+                    let in_lambda = get("AWS_LAMBDA_RUNTIME_API").is_some();
+                    if in_lambda { "/tmp/models" } else { "models" }.into()
+                })
                 .into(),
             quantization: Quantization::parse(&quantization).map_err(|e| ConfigError {
                 name: "ONNX_QUANTIZATION",
@@ -187,6 +191,9 @@ mod tests {
         assert_eq!(c.quantization, Quantization::None);
         assert_eq!(c.cuda, Cuda::Auto);
         assert!(c.task_instructions);
+        assert_eq!(c.model_cache_dir, PathBuf::from("models"));
+        let lambda = config(&[("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")]).unwrap();
+        assert_eq!(lambda.model_cache_dir, PathBuf::from("/tmp/models"));
     }
 
     #[test]

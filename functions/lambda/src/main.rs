@@ -1,11 +1,14 @@
 //! `embedfn`: text embeddings and reranking on ONNX Runtime behind Ollama-, OpenAI-, Jina- and
 //! Cohere-compatible routes.
 //!
-//! State (ONNX Runtime, the models, the route table's [`App`]) is built once here; the HTTP
-//! server then hands each request to the core's route table. Outside AWS Lambda it serves on
-//! `HOST:PORT`; the Lambda runtime mode plugs in at [`run`].
+//! State (ONNX Runtime, the models, the route table's [`App`]) is built once here, then one
+//! adapter hands each request to the core's route table: inside AWS Lambda
+//! (`AWS_LAMBDA_RUNTIME_API` set) the Lambda runtime ([`lambda`]), elsewhere the HTTP server on
+//! `HOST:PORT` ([`server`]).
 
+mod bridge;
 mod config;
+mod lambda;
 mod models;
 mod ort_backend;
 mod runtime;
@@ -48,36 +51,92 @@ fn build(config: &Config) -> Result<App<OrtBackend>, String> {
     Ok(app)
 }
 
+/// Serves `app` with the adapter for where the process runs.
 async fn run(config: Config, app: App<OrtBackend>) -> Result<(), String> {
+    if lambda::runtime_api().is_some() {
+        return lambda::run(app).await;
+    }
     let addr = format!("{}:{}", config.host, config.port);
     server::serve(app, &addr)
         .await
         .map_err(|e| format!("server on {addr}: {e}"))
 }
 
+/// Logs to stderr: JSON lines in Lambda (CloudWatch parses them), plain text elsewhere.
+fn init_logging() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if lambda::runtime_api().is_some() {
+        logs.json().with_ansi(false).init();
+    } else {
+        logs.init();
+    }
+}
+
+/// Loads everything the process serves; in Lambda this is the init phase.
+fn init() -> Result<(Config, App<OrtBackend>), String> {
+    let started = std::time::Instant::now();
+    let config = Config::from_env().map_err(|e| e.to_string())?;
+    let app = build(&config)?;
+    tracing::info!(ms = started.elapsed().as_millis(), "init done");
+    Ok((config, app))
+}
+
+const USAGE: &str = "usage: embedfn [--init-only]
+
+Serves embeddings and reranking (configured by environment variables: see the README).
+  --init-only   load ONNX Runtime and the models (downloading them if needed), then exit:
+                checks a configuration, and fills MODEL_CACHE_DIR when building an image
+  --version     print the version";
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let result = Config::from_env()
-        .map_err(|e| e.to_string())
-        .and_then(|config| {
-            let app = build(&config)?;
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?
-                .block_on(run(config, app))
-        });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("embedfn: {e}");
-            ExitCode::FAILURE
+    let mut init_only = false;
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--init-only" => init_only = true,
+            "--version" => {
+                println!("embedfn {}", env!("CARGO_PKG_VERSION"));
+                return ExitCode::SUCCESS;
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            other => {
+                eprintln!("embedfn: unknown argument {other:?}\n\n{USAGE}");
+                return ExitCode::from(2);
+            }
         }
     }
+    init_logging();
+    let (config, app) = match init() {
+        Ok(state) => state,
+        Err(e) => {
+            if let Some(api) = lambda::runtime_api() {
+                lambda::report_init_error(&api, &e);
+            }
+            return fail(&e);
+        }
+    };
+    if init_only {
+        return ExitCode::SUCCESS;
+    }
+    let served = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| rt.block_on(run(config, app)));
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(e: &str) -> ExitCode {
+    tracing::error!("{e}");
+    eprintln!("embedfn: {e}");
+    ExitCode::FAILURE
 }

@@ -2,7 +2,8 @@
 //!
 //! Search order: `ORT_DYLIB_PATH`; then the cache that `scripts/fetch-onnxruntime.sh` fills
 //! (`$EMBEDFN_CACHE` or `~/.cache/embedfn`, `onnxruntime/<version>/`); then next to the binary
-//! (`lib/` beside it, as the container image and the Lambda bundle lay it out).
+//! (`lib/` beside it, as the container image lays it out); then `/opt/lib`, where a Lambda
+//! layer's files land.
 
 use std::path::{Path, PathBuf};
 
@@ -54,6 +55,7 @@ fn candidates() -> Vec<PathBuf> {
         out.push(dir.join("lib").join(&lib));
         out.push(dir.join("lib").join("libonnxruntime.so"));
     }
+    out.push(Path::new("/opt/lib").join(&lib));
     out
 }
 

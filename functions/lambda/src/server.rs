@@ -4,9 +4,11 @@
 use std::sync::Arc;
 
 use axum::body::{to_bytes, Body};
-use axum::http::{header, HeaderValue, Request as HttpRequest, Response, StatusCode};
+use axum::http::{Request as HttpRequest, Response};
 use embedfn_core::router::{api_for, error_reply, too_large};
-use embedfn_core::{route, App, Backend, Reply, Request};
+use embedfn_core::{App, Backend, Reply};
+
+use crate::bridge;
 
 /// Answers one HTTP request through the core.
 pub async fn handle<B: Backend + 'static>(
@@ -20,21 +22,8 @@ pub async fn handle<B: Backend + 'static>(
         return into_response(error_reply(api, &too_large(max)));
     };
     let reply = tokio::task::spawn_blocking(move || {
-        let headers: Vec<(&str, &str)> = parts
-            .headers
-            .iter()
-            .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
-            .collect();
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        route(
-            &app,
-            &Request {
-                method: parts.method.as_str(),
-                path,
-                headers: &headers,
-                body: &body,
-            },
-        )
+        bridge::answer(&app, &parts.method, path, &parts.headers, &body)
     })
     .await;
     match reply {
@@ -50,14 +39,7 @@ pub async fn handle<B: Backend + 'static>(
 }
 
 fn into_response(reply: Reply) -> Response<Body> {
-    let mut response = Response::new(Body::from(reply.body));
-    *response.status_mut() =
-        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(reply.content_type),
-    );
-    response
+    bridge::respond(reply, Body::from)
 }
 
 /// Serves `app` on `addr` until SIGTERM or SIGINT.

@@ -1,0 +1,47 @@
+# embedfn as a container image: the plain server (docker run -p 8000:8000 …) and, unchanged, an
+# AWS Lambda container image (the binary speaks the Lambda Runtime API itself when
+# AWS_LAMBDA_RUNTIME_API is set), for models over the zip limit such as jina-embeddings-v3.
+#
+#   docker build -t embedfn .                                   # bakes the default Jina models
+#   docker build --build-arg BAKE_MODELS=0 -t embedfn .          # models downloaded at start,
+#   docker run -p 8000:8000 -v $PWD/models:/models embedfn       #   or mounted at /models
+#
+# ONNX Runtime comes from its PyPI wheel, as in scripts/fetch-onnxruntime.sh.
+
+ARG RUST_VERSION=1.95
+ARG ORT_VERSION=1.31.1
+
+FROM rust:${RUST_VERSION}-slim-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY shared shared
+COPY functions functions
+RUN cargo build --release --locked -p embedfn-lambda --bin embedfn
+
+FROM python:3.11-slim-bookworm AS onnxruntime
+ARG ORT_VERSION
+RUN pip download --no-deps --only-binary=:all: "onnxruntime==${ORT_VERSION}" -d /wheel \
+ && python -c "import zipfile, glob; zipfile.ZipFile(glob.glob('/wheel/*.whl')[0]).extract('onnxruntime/capi/libonnxruntime.so.${ORT_VERSION}', '/ort')"
+
+FROM debian:bookworm-slim
+ARG ORT_VERSION
+# Models to serve; with BAKE_MODELS=1 they are downloaded into /models while the image builds,
+# and the image then starts offline (no hub access needed at run time).
+ARG EMBEDDINGS_MODEL_ID=jinaai/jina-embeddings-v3
+ARG RERANKER_MODEL_ID=jinaai/jina-reranker-v2-base-multilingual
+ARG ONNX_QUANTIZATION=none
+ARG BAKE_MODELS=1
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=build /src/target/release/embedfn /app/embedfn
+COPY --from=onnxruntime /ort/onnxruntime/capi/libonnxruntime.so.${ORT_VERSION} /app/lib/
+ENV EMBEDDINGS_MODEL_ID=${EMBEDDINGS_MODEL_ID} \
+    RERANKER_MODEL_ID=${RERANKER_MODEL_ID} \
+    ONNX_QUANTIZATION=${ONNX_QUANTIZATION} \
+    MODEL_CACHE_DIR=/models \
+    HOST=0.0.0.0 \
+    PORT=8000
+RUN if [ "$BAKE_MODELS" = 1 ]; then /app/embedfn --init-only; fi
+ENV HF_HUB_OFFLINE=${BAKE_MODELS}
+EXPOSE 8000
+ENTRYPOINT ["/app/embedfn"]
