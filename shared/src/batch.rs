@@ -1,6 +1,8 @@
 //! Batching inside a request: sort by length, group under a token budget, pad each group to its
 //! own longest sequence. Results are scattered back into input order by the callers.
 
+use crate::backend::Tensor;
+use crate::error::{Error, Result};
 use crate::tokenize::Tokens;
 
 /// A padded batch, row-major `[batch, seq]`, ready for a backend.
@@ -18,6 +20,8 @@ pub struct Batch {
     pub seq: usize,
     /// The task adapter for the whole batch (Jina v3 `task_id`), when the model has tasks.
     pub task_id: Option<i64>,
+    /// The id padding uses (graphs such as XLM-R derive position ids from it).
+    pub pad_id: i64,
 }
 
 impl Batch {
@@ -31,6 +35,7 @@ impl Batch {
             batch: seqs.len(),
             seq,
             task_id,
+            pad_id,
         };
         for t in seqs {
             let pad = seq - t.len();
@@ -47,6 +52,86 @@ impl Batch {
     /// The attention mask of row `i`.
     pub fn mask(&self, i: usize) -> &[i64] {
         &self.attention_mask[i * self.seq..(i + 1) * self.seq]
+    }
+
+    /// Real (unpadded) tokens in the batch.
+    pub fn real_tokens(&self) -> usize {
+        self.attention_mask.iter().filter(|&&m| m != 0).count()
+    }
+
+    /// Whether `other` can share a forward pass with this batch (same task and padding).
+    pub fn compatible(&self, other: &Batch) -> bool {
+        self.task_id == other.task_id && self.pad_id == other.pad_id
+    }
+
+    /// Stacks compatible batches (see [`Batch::compatible`]) into one, re-padded to the longest
+    /// row; [`Tensor::split`] undoes it on the output.
+    pub fn concat(parts: &[&Batch]) -> Batch {
+        let first = parts.first().copied().cloned().unwrap_or_default();
+        let seq = parts.iter().map(|b| b.seq).max().unwrap_or(0);
+        let rows: usize = parts.iter().map(|b| b.batch).sum();
+        let mut out = Batch {
+            input_ids: Vec::with_capacity(rows * seq),
+            attention_mask: Vec::with_capacity(rows * seq),
+            token_type_ids: Vec::with_capacity(rows * seq),
+            batch: rows,
+            seq,
+            task_id: first.task_id,
+            pad_id: first.pad_id,
+        };
+        for b in parts {
+            let pad = seq - b.seq;
+            for r in 0..b.batch {
+                let row = r * b.seq..(r + 1) * b.seq;
+                out.input_ids.extend(&b.input_ids[row.clone()]);
+                out.input_ids.extend(std::iter::repeat_n(b.pad_id, pad));
+                out.attention_mask.extend(&b.attention_mask[row.clone()]);
+                out.attention_mask.extend(std::iter::repeat_n(0, pad));
+                out.token_type_ids.extend(&b.token_type_ids[row]);
+                out.token_type_ids.extend(std::iter::repeat_n(0, pad));
+            }
+        }
+        out
+    }
+}
+
+impl Tensor {
+    /// Splits the output of a [`Batch::concat`] back into one tensor per part: rows in order,
+    /// and for token-level `[batch, seq, hidden]` outputs each part's own padded length.
+    pub fn split(&self, parts: &[&Batch]) -> Result<Vec<Tensor>> {
+        let rows: usize = parts.iter().map(|b| b.batch).sum();
+        let Some((&total, rest)) = self.shape.split_first() else {
+            return Err(Error::Backend("scalar model output".into()));
+        };
+        if total != rows {
+            return Err(Error::Backend(format!(
+                "model output has {total} rows for a batch of {rows}"
+            )));
+        }
+        let row_len: usize = rest.iter().product();
+        let mut out = Vec::with_capacity(parts.len());
+        let mut start = 0;
+        for b in parts {
+            let rows = &self.data[start * row_len..(start + b.batch) * row_len];
+            start += b.batch;
+            let t = match rest {
+                // Token-level output: keep the part's own `seq` positions of every row.
+                [seq, hidden] if *seq >= b.seq => Tensor {
+                    shape: vec![b.batch, b.seq, *hidden],
+                    data: rows
+                        .chunks(row_len)
+                        .flat_map(|row| &row[..b.seq * hidden])
+                        .copied()
+                        .collect(),
+                },
+                _ => Tensor {
+                    shape: [&[b.batch][..], rest].concat(),
+                    data: rows.to_vec(),
+                },
+            };
+            out.push(t);
+        }
+        Ok(out)
     }
 }
 
@@ -66,6 +151,20 @@ impl Default for BatchLimits {
             max_size: 64,
         }
     }
+}
+
+/// Default cap on the tokens one request may run (`MAX_REQUEST_TOKENS`): 32 full 8192-token
+/// contexts.
+pub const MAX_REQUEST_TOKENS: usize = 262_144;
+
+/// Rejects a request whose sequences hold more than `max` tokens in all (413, like its body).
+pub fn check_request_tokens(total: usize, max: usize) -> Result<()> {
+    if total > max {
+        return Err(Error::PayloadTooLarge(format!(
+            "the request has {total} tokens, more than the limit of {max} per request"
+        )));
+    }
+    Ok(())
 }
 
 /// Groups sequence indices into forward passes: longest first, so each group's padding is
@@ -107,6 +206,37 @@ mod tests {
         assert_eq!(batch.attention_mask, vec![1, 1, 1, 1, 0, 0]);
         assert_eq!(batch.mask(1), &[1, 0, 0]);
         assert_eq!((batch.batch, batch.seq, batch.task_id), (2, 3, Some(3)));
+    }
+
+    #[test]
+    fn concat_then_split_gives_each_part_its_own_rows() {
+        let t = |ids: &[i64]| Tokens {
+            ids: ids.to_vec(),
+            type_ids: vec![0; ids.len()],
+        };
+        let (a, b, c) = (t(&[5, 6, 7]), t(&[8]), t(&[9, 9]));
+        let first = Batch::pad(&[&a, &b], 1, None);
+        let second = Batch::pad(&[&c], 1, None);
+        let both = Batch::concat(&[&first, &second]);
+        assert_eq!(both.input_ids, vec![5, 6, 7, 8, 1, 1, 9, 9, 1]);
+        assert_eq!(both.attention_mask, vec![1, 1, 1, 1, 0, 0, 1, 1, 0]);
+        assert_eq!((both.batch, both.seq, both.real_tokens()), (3, 3, 6));
+        // Token-level output [3, 3, 1]: value = 10 * row + position.
+        let out = Tensor {
+            shape: vec![3, 3, 1],
+            data: vec![0., 1., 2., 10., 11., 12., 20., 21., 22.],
+        };
+        let parts = out.split(&[&first, &second]).unwrap();
+        assert_eq!(parts[0].shape, vec![2, 3, 1]);
+        assert_eq!(parts[1].shape, vec![1, 2, 1]);
+        assert_eq!(parts[1].data, vec![20., 21.]);
+        let pooled = Tensor {
+            shape: vec![3, 2],
+            data: vec![0., 1., 2., 3., 4., 5.],
+        };
+        let parts = pooled.split(&[&first, &second]).unwrap();
+        assert_eq!(parts[1].data, vec![4., 5.]);
+        assert!(pooled.split(&[&first]).is_err());
     }
 
     #[test]

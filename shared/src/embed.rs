@@ -3,7 +3,7 @@
 //! sequence and pools each input over its own span.
 
 use crate::backend::{Backend, Tensor};
-use crate::batch::{plan, Batch, BatchLimits};
+use crate::batch::{check_request_tokens, plan, Batch, BatchLimits, MAX_REQUEST_TOKENS};
 use crate::error::{Error, Result};
 use crate::pooling;
 use crate::spec::ModelSpec;
@@ -54,6 +54,8 @@ pub struct EmbedderOptions {
     pub default_task: Option<String>,
     /// Limits on each forward pass.
     pub batch: BatchLimits,
+    /// Most tokens one request may run, all inputs together.
+    pub max_request_tokens: usize,
 }
 
 impl Default for EmbedderOptions {
@@ -62,6 +64,7 @@ impl Default for EmbedderOptions {
             instructions: true,
             default_task: None,
             batch: BatchLimits::default(),
+            max_request_tokens: MAX_REQUEST_TOKENS,
         }
     }
 }
@@ -131,6 +134,7 @@ impl<B: Backend> Embedder<B> {
                 .map(|input| self.sequence(input, instruction, params.truncate))
                 .collect::<Result<Vec<_>>>()?;
             let tokens = seqs.iter().map(Tokens::len).sum();
+            check_request_tokens(tokens, self.options.max_request_tokens)?;
             (self.pooled(&seqs, task_id)?, tokens)
         };
         let vectors = vectors

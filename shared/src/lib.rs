@@ -12,15 +12,19 @@
 //! HTTP request ──► router::route(&App, Request) ──► Reply
 //! ```
 //!
-//! With the `fs` feature, [`files::read_model_dir`] reads a model directory from disk.
+//! With the `fs` feature, [`files::read_model_dir`] reads a model directory from disk; with
+//! `batching`, [`dynamic::Batcher`] batches concurrent requests on a worker thread.
 
 pub mod api;
 pub mod backend;
 pub mod batch;
+#[cfg(feature = "batching")]
+pub mod dynamic;
 pub mod embed;
 pub mod error;
 #[cfg(feature = "fs")]
 pub mod files;
+pub mod metrics;
 pub mod output;
 pub mod pooling;
 pub mod registry;
@@ -34,8 +38,9 @@ pub use backend::{Backend, Tensor};
 pub use batch::{Batch, BatchLimits};
 pub use embed::{EmbedParams, Embedder, EmbedderOptions, Input};
 pub use error::{Error, Result};
+pub use metrics::Metrics;
 pub use registry::{ModelInfo, Registry, Served};
 pub use rerank::{RerankOptions, Reranker};
-pub use router::{route, App, Limits, Reply, Request};
+pub use router::{route, ApiKey, App, Limits, Reply, Request};
 pub use spec::{ModelFiles, ModelKind, ModelSpec, Quantization};
 pub use tokenize::TextTokenizer;

@@ -9,7 +9,7 @@
 use std::ops::Range;
 
 use crate::backend::Backend;
-use crate::batch::{plan, Batch, BatchLimits};
+use crate::batch::{check_request_tokens, plan, Batch, BatchLimits, MAX_REQUEST_TOKENS};
 use crate::error::{Error, Result};
 use crate::pooling::sigmoid;
 use crate::spec::ModelSpec;
@@ -24,6 +24,8 @@ pub struct RerankOptions {
     pub overlap: usize,
     /// Limits on each forward pass.
     pub batch: BatchLimits,
+    /// Most tokens one request may run, all query–window pairs together.
+    pub max_request_tokens: usize,
 }
 
 impl Default for RerankOptions {
@@ -32,6 +34,7 @@ impl Default for RerankOptions {
             max_query_length: 512,
             overlap: 80,
             batch: BatchLimits::default(),
+            max_request_tokens: MAX_REQUEST_TOKENS,
         }
     }
 }
@@ -127,12 +130,14 @@ impl<B: Backend> Reranker<B> {
             }
         }
 
+        let tokens = pairs.iter().map(Tokens::len).sum();
+        check_request_tokens(tokens, self.options.max_request_tokens)?;
         let logits = self.logits(&pairs)?;
         let mut scores = vec![f32::NEG_INFINITY; documents.len()];
         for (logit, d) in logits.into_iter().zip(owner) {
             scores[d] = scores[d].max(sigmoid(logit));
         }
-        Ok((scores, pairs.iter().map(Tokens::len).sum()))
+        Ok((scores, tokens))
     }
 
     /// Logit (label 0) of every pair, in order.

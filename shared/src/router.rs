@@ -2,11 +2,15 @@
 //! into a [`Request`], calls [`route`], and writes back the [`Reply`]: routing, validation,
 //! status codes and error bodies live here, once.
 
+use std::sync::Arc;
+
 use serde_json::json;
+use subtle::ConstantTimeEq;
 
 use crate::api::{ollama, openai, rerank};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::registry::Registry;
 
 /// Request limits (all configurable by the adapters' environment).
@@ -30,7 +34,7 @@ impl Default for Limits {
     }
 }
 
-/// Everything a handler may use: the models and the limits.
+/// Everything a handler may use: the models, the limits, the metrics.
 #[derive(Debug)]
 pub struct App<B> {
     /// The served models.
@@ -39,16 +43,45 @@ pub struct App<B> {
     pub limits: Limits,
     /// Reported by `/api/version`.
     pub version: String,
+    /// When set, every route but `/health` needs `Authorization: Bearer <key>`.
+    pub api_key: Option<ApiKey>,
+    /// Served at `/metrics`; shared with whatever runs forward passes.
+    pub metrics: Arc<Metrics>,
 }
 
 impl<B> App<B> {
-    /// An app with default limits and this crate's version.
+    /// An app with default limits, no API key and this crate's version.
     pub fn new(models: Registry<B>) -> Self {
         Self {
             models,
             limits: Limits::default(),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            api_key: None,
+            metrics: Arc::default(),
         }
+    }
+}
+
+/// The API key clients must send. Compared in constant time; `Debug` never shows it, so it
+/// cannot reach a log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// Wraps the configured key.
+    pub fn new(key: impl Into<String>) -> Self {
+        Self(key.into())
+    }
+
+    /// Whether `token` is the key (time independent of where they differ).
+    pub fn matches(&self, token: &str) -> bool {
+        token.as_bytes().ct_eq(self.0.as_bytes()).into()
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
     }
 }
 
@@ -95,7 +128,17 @@ struct Route<B> {
     handler: Handler<B>,
 }
 
-fn table<B: Backend>() -> [Route<B>; 16] {
+const JSON: &str = "application/json";
+const TEXT: &str = "text/plain; charset=utf-8";
+const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The paths whose body is not JSON, with their content type.
+const NOT_JSON: [(&str, &str); 2] = [("/", TEXT), ("/metrics", PROMETHEUS)];
+
+/// The one path that needs no API key (load balancers and orchestrators probe it).
+const OPEN: &str = "/health";
+
+fn table<B: Backend>() -> [Route<B>; 17] {
     use Api::{Ollama, OpenAi};
     const GET: &[&str] = &["GET", "HEAD"];
     const POST: &[&str] = &["POST"];
@@ -108,6 +151,9 @@ fn table<B: Backend>() -> [Route<B>; 16] {
     [
         row(GET, "/", Ollama, |_, _| Ok(b"Ollama is running".to_vec())),
         row(GET, "/health", Ollama, health),
+        row(GET, "/metrics", Ollama, |app, _| {
+            Ok(app.metrics.render().into_bytes())
+        }),
         row(POST, "/api/embed", Ollama, ollama::embed),
         row(POST, "/api/embeddings", Ollama, ollama::embeddings),
         row(POST, "/api/rerank", Ollama, ollama::rerank),
@@ -127,51 +173,90 @@ fn table<B: Backend>() -> [Route<B>; 16] {
 
 /// Answers one request. Never panics on user input; every failure is a JSON error reply.
 pub fn route<B: Backend>(app: &App<B>, req: &Request) -> Reply {
+    let started = std::time::Instant::now();
+    let (label, reply) = dispatch(app, req);
+    app.metrics.request(label, reply.status, started.elapsed());
+    reply
+}
+
+/// The route's table path (the metrics label; `"unknown"` off the table) and its reply.
+fn dispatch<B: Backend>(app: &App<B>, req: &Request) -> (&'static str, Reply) {
     let path = normalize(req.path);
     let table = table::<B>();
     let Some(row) = table.iter().find(|r| r.path == path) else {
         let not_found = Error::RouteNotFound(format!("no route for {path}"));
-        return error_reply(api_for(path), &not_found);
+        return ("unknown", error_reply(api_for(path), &not_found));
     };
+    let fail = |e: &Error| (row.path, error_reply(row.api, e));
+    if let Err(e) = authorize(app, row.path, req.headers) {
+        return fail(&e);
+    }
     if !row.methods.contains(&req.method) {
-        return error_reply(
-            row.api,
-            &Error::MethodNotAllowed(format!(
-                "{} is not allowed on {path}; use {}",
-                req.method, row.methods[0]
-            )),
-        );
+        return fail(&Error::MethodNotAllowed(format!(
+            "{} is not allowed on {path}; use {}",
+            req.method, row.methods[0]
+        )));
     }
     if req.body.len() > app.limits.max_body_bytes {
-        return error_reply(row.api, &too_large(app.limits.max_body_bytes));
+        return fail(&too_large(app.limits.max_body_bytes));
     }
     match (row.handler)(app, req.body) {
-        Ok(body) => Reply {
-            status: 200,
-            content_type: if path == "/" {
-                "text/plain; charset=utf-8"
-            } else {
-                "application/json"
+        Ok(body) => (
+            row.path,
+            Reply {
+                status: 200,
+                content_type: NOT_JSON
+                    .iter()
+                    .find(|(p, _)| *p == row.path)
+                    .map_or(JSON, |(_, t)| t),
+                body: if req.method == "HEAD" {
+                    Vec::new()
+                } else {
+                    body
+                },
             },
-            body: if req.method == "HEAD" {
-                Vec::new()
-            } else {
-                body
-            },
-        },
-        Err(e) => error_reply(row.api, &e),
+        ),
+        Err(e) => fail(&e),
+    }
+}
+
+/// The table's columns other than the handler do not depend on the backend; this one lets them
+/// be read without one.
+#[derive(Debug)]
+struct NoBackend;
+
+impl Backend for NoBackend {
+    fn forward(&self, _: &crate::Batch) -> Result<crate::Tensor> {
+        Err(Error::Backend("no backend".into()))
+    }
+}
+
+/// Checks `Authorization: Bearer <key>` when the app has a key, in constant time.
+fn authorize<B>(app: &App<B>, path: &str, headers: &[(&str, &str)]) -> Result<()> {
+    let Some(key) = &app.api_key else {
+        return Ok(());
+    };
+    if path == OPEN {
+        return Ok(());
+    }
+    let given = headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+        .and_then(|(_, value)| {
+            let (scheme, token) = value.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
+    match given {
+        Some(token) if key.matches(token) => Ok(()),
+        Some(_) => Err(Error::Unauthorized("invalid API key".into())),
+        None => Err(Error::Unauthorized(
+            "missing API key: send 'Authorization: Bearer <key>'".into(),
+        )),
     }
 }
 
 /// The API family of a path (its errors' shape): the table's, else OpenAI's under `/v1/`.
 pub fn api_for(path: &str) -> Api {
-    /// The table's API column does not depend on the backend; this one only lets it be read.
-    struct NoBackend;
-    impl Backend for NoBackend {
-        fn forward(&self, _: &crate::Batch) -> Result<crate::Tensor> {
-            Err(Error::Backend("no backend".into()))
-        }
-    }
     let path = normalize(path);
     table::<NoBackend>().iter().find(|r| r.path == path).map_or(
         if path.starts_with("/v1/") {
@@ -228,6 +313,66 @@ fn health<B: Backend>(app: &App<B>, _body: &[u8]) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn app_with_key(key: Option<&str>) -> App<NoBackend> {
+        let mut app = App::new(Registry {
+            embedder: None,
+            reranker: None,
+        });
+        app.api_key = key.map(ApiKey::new);
+        app
+    }
+
+    fn get(app: &App<NoBackend>, path: &str, auth: Option<&str>) -> u16 {
+        let headers: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
+        route(
+            app,
+            &Request {
+                method: "GET",
+                path,
+                headers: &headers,
+                body: b"",
+            },
+        )
+        .status
+    }
+
+    #[test]
+    fn api_key_guards_every_route_but_health() {
+        let open = app_with_key(None);
+        assert_eq!(get(&open, "/api/tags", None), 200);
+        let app = app_with_key(Some("s3cret"));
+        assert_eq!(get(&app, "/health", None), 200);
+        assert_eq!(get(&app, "/api/tags", None), 401);
+        assert_eq!(get(&app, "/metrics", None), 401);
+        assert_eq!(get(&app, "/api/tags", Some("Bearer wrong")), 401);
+        assert_eq!(get(&app, "/api/tags", Some("Bearer s3cret")), 200);
+        assert_eq!(get(&app, "/v1/models", Some("bearer  s3cret ")), 200);
+        assert_eq!(get(&app, "/api/tags", Some("Basic s3cret")), 401);
+        assert!(!format!("{app:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn metrics_count_requests_by_route_and_status() {
+        let app = app_with_key(None);
+        get(&app, "/api/tags", None);
+        get(&app, "/nope", None);
+        let text = String::from_utf8(
+            route(
+                &app,
+                &Request {
+                    method: "GET",
+                    path: "/metrics",
+                    headers: &[],
+                    body: b"",
+                },
+            )
+            .body,
+        )
+        .unwrap();
+        assert!(text.contains("embedfn_requests_total{route=\"/api/tags\",status=\"200\"} 1"));
+        assert!(text.contains("embedfn_requests_total{route=\"unknown\",status=\"404\"} 1"));
+    }
 
     #[test]
     fn api_family_comes_from_the_table() {

@@ -2,7 +2,11 @@
 
 use std::path::PathBuf;
 
-use embedfn_core::{BatchLimits, Limits, Quantization};
+use std::time::Duration;
+
+use embedfn_core::batch::MAX_REQUEST_TOKENS;
+use embedfn_core::dynamic::BatchingOptions;
+use embedfn_core::{ApiKey, BatchLimits, Limits, Quantization};
 
 /// Whether to use the CUDA execution provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +47,13 @@ pub struct Config {
     pub batch: BatchLimits,
     /// `MAX_BODY_BYTES`, `MAX_INPUTS`, `MAX_DOCUMENTS`.
     pub limits: Limits,
+    /// `MAX_REQUEST_TOKENS`: tokens one request may run, all inputs together.
+    pub max_request_tokens: usize,
+    /// `DYNAMIC_BATCHING` (default true; off in Lambda, which runs one request at a time) and
+    /// `BATCH_WAIT_MS` (default 0): batching of concurrent requests.
+    pub batching: BatchingOptions,
+    /// `API_KEY`: when set, every route but `/health` needs `Authorization: Bearer <key>`.
+    pub api_key: Option<ApiKey>,
 }
 
 /// A variable that is set but cannot be parsed.
@@ -92,7 +103,11 @@ impl Config {
         let quantization = get("ONNX_QUANTIZATION").unwrap_or_default();
         let port = num("PORT", 8000)?;
         let defaults = Limits::default();
-        let batch = BatchLimits::default();
+        let batch = BatchLimits {
+            max_tokens: num("MAX_BATCH_TOKENS", BatchLimits::default().max_tokens)?.max(1),
+            max_size: num("MAX_BATCH_SIZE", BatchLimits::default().max_size)?.max(1),
+        };
+        let in_lambda = get("AWS_LAMBDA_RUNTIME_API").is_some();
         Ok(Config {
             host: get("HOST").unwrap_or_else(|| "0.0.0.0".into()),
             port: u16::try_from(port).map_err(|e| ConfigError {
@@ -106,10 +121,7 @@ impl Config {
                 "jinaai/jina-reranker-v2-base-multilingual",
             ),
             model_cache_dir: get("MODEL_CACHE_DIR")
-                .unwrap_or_else(|| {
-                    let in_lambda = get("AWS_LAMBDA_RUNTIME_API").is_some();
-                    if in_lambda { "/tmp/models" } else { "models" }.into()
-                })
+                .unwrap_or_else(|| if in_lambda { "/tmp/models" } else { "models" }.into())
                 .into(),
             quantization: Quantization::parse(&quantization).map_err(|e| ConfigError {
                 name: "ONNX_QUANTIZATION",
@@ -124,15 +136,19 @@ impl Config {
             intra_threads: num("ORT_INTRA_THREADS", physical_cores())?.max(1),
             task_instructions: flag("TASK_INSTRUCTIONS")?.unwrap_or(true),
             default_task: get("DEFAULT_TASK"),
-            batch: BatchLimits {
-                max_tokens: num("MAX_BATCH_TOKENS", batch.max_tokens)?.max(1),
-                max_size: num("MAX_BATCH_SIZE", batch.max_size)?.max(1),
-            },
+            batch,
             limits: Limits {
                 max_body_bytes: num("MAX_BODY_BYTES", defaults.max_body_bytes)?,
                 max_inputs: num("MAX_INPUTS", defaults.max_inputs)?,
                 max_documents: num("MAX_DOCUMENTS", defaults.max_documents)?,
             },
+            max_request_tokens: num("MAX_REQUEST_TOKENS", MAX_REQUEST_TOKENS)?.max(1),
+            batching: BatchingOptions {
+                enabled: flag("DYNAMIC_BATCHING")?.unwrap_or(!in_lambda),
+                limits: batch,
+                wait: Duration::from_millis(num("BATCH_WAIT_MS", 0)? as u64),
+            },
+            api_key: get("API_KEY").map(ApiKey::new),
         })
     }
 }
@@ -192,8 +208,10 @@ mod tests {
         assert_eq!(c.cuda, Cuda::Auto);
         assert!(c.task_instructions);
         assert_eq!(c.model_cache_dir, PathBuf::from("models"));
+        assert!(c.batching.enabled && c.api_key.is_none());
         let lambda = config(&[("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")]).unwrap();
         assert_eq!(lambda.model_cache_dir, PathBuf::from("/tmp/models"));
+        assert!(!lambda.batching.enabled);
     }
 
     #[test]

@@ -16,29 +16,33 @@ mod server;
 
 use std::process::ExitCode;
 
-use embedfn_core::{App, Registry};
+use std::sync::Arc;
+
+use embedfn_core::{App, Metrics, Registry};
 
 use crate::config::Config;
-use crate::ort_backend::{OrtBackend, SessionOptions};
+use crate::models::Engine;
+use crate::ort_backend::SessionOptions;
 
 /// Builds the app from the configuration: loads ONNX Runtime and every configured model.
-fn build(config: &Config) -> Result<App<OrtBackend>, String> {
+fn build(config: &Config) -> Result<App<Engine>, String> {
     let (lib, env) = runtime::init().map_err(|e| e.to_string())?;
     tracing::info!(library = %lib.display(), "ONNX Runtime loaded");
     let session = SessionOptions {
         intra_threads: config.intra_threads,
         cuda: config.cuda,
     };
+    let metrics = Arc::new(Metrics::default());
     let embedder = config
         .embeddings_model
         .as_deref()
-        .map(|id| models::embedder(id, config, &env, session))
+        .map(|id| models::embedder(id, config, &env, session, &metrics))
         .transpose()
         .map_err(|e| e.to_string())?;
     let reranker = config
         .reranker_model
         .as_deref()
-        .map(|id| models::reranker(id, config, &env, session))
+        .map(|id| models::reranker(id, config, &env, session, &metrics))
         .transpose()
         .map_err(|e| e.to_string())?;
     if embedder.is_none() && reranker.is_none() {
@@ -48,11 +52,13 @@ fn build(config: &Config) -> Result<App<OrtBackend>, String> {
     }
     let mut app = App::new(Registry { embedder, reranker });
     app.limits = config.limits;
+    app.metrics = metrics;
+    app.api_key = config.api_key.clone();
     Ok(app)
 }
 
 /// Serves `app` with the adapter for where the process runs.
-async fn run(config: Config, app: App<OrtBackend>) -> Result<(), String> {
+async fn run(config: Config, app: App<Engine>) -> Result<(), String> {
     if lambda::runtime_api().is_some() {
         return lambda::run(app).await;
     }
@@ -77,7 +83,7 @@ fn init_logging() {
 }
 
 /// Loads everything the process serves; in Lambda this is the init phase.
-fn init() -> Result<(Config, App<OrtBackend>), String> {
+fn init() -> Result<(Config, App<Engine>), String> {
     let started = std::time::Instant::now();
     let config = Config::from_env().map_err(|e| e.to_string())?;
     let app = build(&config)?;

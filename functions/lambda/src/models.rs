@@ -2,19 +2,24 @@
 //! download when needed, read the files, derive the spec, build the ONNX Runtime session.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
+use embedfn_core::dynamic::Batcher;
 use embedfn_core::files::{onnx_path, onnx_size, read_model_dir};
 use embedfn_core::time::rfc3339;
 use embedfn_core::{
-    Embedder, EmbedderOptions, Error, ModelInfo, ModelKind, ModelSpec, RerankOptions, Reranker,
-    Result, Served, TextTokenizer,
+    Embedder, EmbedderOptions, Error, Metrics, ModelInfo, ModelKind, ModelSpec, RerankOptions,
+    Reranker, Result, Served, TextTokenizer,
 };
 
 use ort::environment::Environment;
 
 use crate::config::Config;
 use crate::ort_backend::{OrtBackend, SessionOptions};
+
+/// The backend every served model runs on: ONNX Runtime behind the dynamic batcher.
+pub type Engine = Batcher<OrtBackend>;
 
 /// Files fetched from the hub besides the ONNX graph; missing optional ones are fine.
 const REQUIRED: [&str; 2] = ["config.json", "tokenizer.json"];
@@ -169,12 +174,15 @@ pub fn embedder(
     config: &Config,
     env: &Environment,
     session: SessionOptions,
-) -> Result<Served<Embedder<OrtBackend>>> {
+    metrics: &Arc<Metrics>,
+) -> Result<Served<Embedder<Engine>>> {
     let (info, spec, tokenizer, backend) = load(id, ModelKind::Embedding, config, env, session)?;
+    let backend = Batcher::new(backend, config.batching, metrics.clone())?;
     let options = EmbedderOptions {
         instructions: config.task_instructions,
         default_task: config.default_task.clone(),
         batch: config.batch,
+        max_request_tokens: config.max_request_tokens,
     };
     Ok(Served {
         info,
@@ -188,10 +196,13 @@ pub fn reranker(
     config: &Config,
     env: &Environment,
     session: SessionOptions,
-) -> Result<Served<Reranker<OrtBackend>>> {
+    metrics: &Arc<Metrics>,
+) -> Result<Served<Reranker<Engine>>> {
     let (info, spec, tokenizer, backend) = load(id, ModelKind::CrossEncoder, config, env, session)?;
+    let backend = Batcher::new(backend, config.batching, metrics.clone())?;
     let options = RerankOptions {
         batch: config.batch,
+        max_request_tokens: config.max_request_tokens,
         ..RerankOptions::default()
     };
     Ok(Served {

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::config::Config;
-use crate::ort_backend::OrtBackend;
+use crate::models::Engine;
 
 fn models_dir() -> PathBuf {
     let dir = std::env::var_os("EMBEDFN_MODELS")
@@ -24,8 +24,8 @@ fn models_dir() -> PathBuf {
     dir
 }
 
-fn app() -> &'static App<OrtBackend> {
-    static APP: OnceLock<App<OrtBackend>> = OnceLock::new();
+fn app() -> &'static App<Engine> {
+    static APP: OnceLock<App<Engine>> = OnceLock::new();
     APP.get_or_init(|| {
         let dir = models_dir();
         let vars = [
