@@ -14,6 +14,7 @@ import pytest
 import requests
 
 import parity
+import reports
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -116,7 +117,12 @@ def jina(start, models_dir):
 
 
 def pytest_terminal_summary(terminalreporter):
-    """Reports the largest difference from the reference that each golden test saw."""
+    """Reports the largest difference from the reference that each golden test saw, and the
+    figures other tests measured."""
+    if reports.LINES:
+        terminalreporter.section("measured")
+        for line in reports.LINES:
+            terminalreporter.write_line(line)
     if parity.LARGEST:
         terminalreporter.section("max |embedfn - reference| per test")
         for test, diff in sorted(parity.LARGEST.items()):
