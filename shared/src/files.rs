@@ -2,9 +2,12 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
 
 use crate::error::{Error, Result};
+use crate::registry::ModelInfo;
 use crate::spec::{ModelFiles, Quantization};
+use crate::time::rfc3339;
 
 /// Reads the files [`crate::ModelSpec::from_files`] and [`crate::TextTokenizer`] need.
 pub fn read_model_dir(dir: &Path) -> Result<ModelFiles> {
@@ -66,4 +69,36 @@ pub fn onnx_size(path: &Path) -> u64 {
     size(path.to_path_buf())
         + size(format!("{name}_data").into())
         + size(format!("{name}.data").into())
+}
+
+/// What is reported about a served model (`/api/tags`, `/v1/models`): `name` as listed, the
+/// ONNX file's size and time, and a digest of what identifies the loaded file (`id`, size, time).
+pub fn model_info(name: String, id: &str, onnx: &Path, quantization: Quantization) -> ModelInfo {
+    let size = onnx_size(onnx);
+    let modified = fs::metadata(onnx)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    ModelInfo {
+        name,
+        size,
+        modified_at: rfc3339(modified),
+        digest: digest(id, size, modified),
+        quantization,
+    }
+}
+
+/// A stable 64-hex-digit digest (FNV-1a, four lanes): cheap, unlike hashing gigabytes of weights
+/// at start-up.
+fn digest(id: &str, size: u64, modified: u64) -> String {
+    let key = format!("{id}\0{size}\0{modified}");
+    (0u64..4)
+        .map(|lane| {
+            let h = key.bytes().fold(0xcbf2_9ce4_8422_2325 ^ lane, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+            format!("{h:016x}")
+        })
+        .collect()
 }

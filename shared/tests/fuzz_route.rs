@@ -44,10 +44,7 @@ impl Backend for StandIn {
 
 fn models_dir() -> PathBuf {
     let dir = std::env::var_os("EMBEDFN_MODELS").map_or_else(
-        || {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME"))
-                .join(".cache/embedfn/models")
-        },
+        || PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/embedfn/models"),
         PathBuf::from,
     );
     assert!(
@@ -82,8 +79,8 @@ fn apps() -> &'static [App<StandIn>; 2] {
         let make = |key: Option<&str>| {
             let (spec, tok, info) = load("jina-embed-tiny");
             let width = spec.dims;
-            let embedder = Embedder::new(spec, tok, StandIn { width }, EmbedderOptions::default())
-                .unwrap();
+            let embedder =
+                Embedder::new(spec, tok, StandIn { width }, EmbedderOptions::default()).unwrap();
             let (spec, tok, rinfo) = load("jina-rerank-tiny");
             let reranker = Reranker::new(spec, tok, StandIn { width: 1 }, RerankOptions::default());
             let mut app = App::new(Registry {
@@ -105,10 +102,31 @@ fn apps() -> &'static [App<StandIn>; 2] {
 }
 
 const PATHS: &[&str] = &[
-    "/", "/health", "/metrics", "/api/embed", "/api/embeddings", "/api/rerank", "/api/tags",
-    "/api/show", "/api/ps", "/api/version", "/v1/embeddings", "/embeddings", "/v1/models",
-    "/v1/rerank", "/rerank", "/v2/rerank", "/tokenize", "/api/embed/", "/v1/embeddings?x=1",
-    "/nope", "//api/embed", "/api/../api/embed", "", "/%00", "/v1/",
+    "/",
+    "/health",
+    "/metrics",
+    "/api/embed",
+    "/api/embeddings",
+    "/api/rerank",
+    "/api/tags",
+    "/api/show",
+    "/api/ps",
+    "/api/version",
+    "/v1/embeddings",
+    "/embeddings",
+    "/v1/models",
+    "/v1/rerank",
+    "/rerank",
+    "/v2/rerank",
+    "/tokenize",
+    "/api/embed/",
+    "/v1/embeddings?x=1",
+    "/nope",
+    "//api/embed",
+    "/api/../api/embed",
+    "",
+    "/%00",
+    "/v1/",
 ];
 
 /// Valid bodies the mutations start from.
@@ -126,9 +144,32 @@ const TEMPLATES: &[&str] = &[
 
 /// Byte strings the mutations insert: JSON edge cases.
 const DICTIONARY: &[&str] = &[
-    "NaN", "-Infinity", "1e999", "-1", "18446744073709551616", "0", "null", "true", "[]", "{}",
-    "\"\"", "\"\\ud800\"", "\"\\u0000\"", "[[[[[[[[", "]]]]", "\u{feff}", "\\", ",", ":", "\"",
-    "\"input\":", "\"documents\":", "\"dimensions\":", "\"task\":", "\"model\":", "1.5",
+    "NaN",
+    "-Infinity",
+    "1e999",
+    "-1",
+    "18446744073709551616",
+    "0",
+    "null",
+    "true",
+    "[]",
+    "{}",
+    "\"\"",
+    "\"\\ud800\"",
+    "\"\\u0000\"",
+    "[[[[[[[[",
+    "]]]]",
+    "\u{feff}",
+    "\\",
+    ",",
+    ":",
+    "\"",
+    "\"input\":",
+    "\"documents\":",
+    "\"dimensions\":",
+    "\"task\":",
+    "\"model\":",
+    "1.5",
 ];
 
 #[derive(Debug, Clone)]

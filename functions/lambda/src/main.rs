@@ -6,56 +6,12 @@
 //! (`AWS_LAMBDA_RUNTIME_API` set) the Lambda runtime ([`lambda`]), elsewhere the HTTP server on
 //! `HOST:PORT` ([`server`]).
 
-mod bridge;
-mod config;
-mod lambda;
-mod models;
-mod ort_backend;
-mod runtime;
-mod server;
-
 use std::process::ExitCode;
 
-use std::sync::Arc;
-
-use embedfn_core::{App, Metrics, Registry};
-
-use crate::config::Config;
-use crate::models::Engine;
-use crate::ort_backend::SessionOptions;
-
-/// Builds the app from the configuration: loads ONNX Runtime and every configured model.
-fn build(config: &Config) -> Result<App<Engine>, String> {
-    let (lib, env) = runtime::init().map_err(|e| e.to_string())?;
-    tracing::info!(library = %lib.display(), "ONNX Runtime loaded");
-    let session = SessionOptions {
-        intra_threads: config.intra_threads,
-        cuda: config.cuda,
-    };
-    let metrics = Arc::new(Metrics::default());
-    let embedder = config
-        .embeddings_model
-        .as_deref()
-        .map(|id| models::embedder(id, config, &env, session, &metrics))
-        .transpose()
-        .map_err(|e| e.to_string())?;
-    let reranker = config
-        .reranker_model
-        .as_deref()
-        .map(|id| models::reranker(id, config, &env, session, &metrics))
-        .transpose()
-        .map_err(|e| e.to_string())?;
-    if embedder.is_none() && reranker.is_none() {
-        return Err(
-            "both EMBEDDINGS_MODEL_ID and RERANKER_MODEL_ID are 'none': nothing to serve".into(),
-        );
-    }
-    let mut app = App::new(Registry { embedder, reranker });
-    app.limits = config.limits;
-    app.metrics = metrics;
-    app.api_key = config.api_key.clone();
-    Ok(app)
-}
+use embedfn_core::App;
+use embedfn_lambda::config::Config;
+use embedfn_lambda::models::Engine;
+use embedfn_lambda::{build, lambda, server};
 
 /// Serves `app` with the adapter for where the process runs.
 async fn run(config: Config, app: App<Engine>) -> Result<(), String> {

@@ -3,11 +3,9 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
 
 use embedfn_core::dynamic::Batcher;
-use embedfn_core::files::{onnx_path, onnx_size, read_model_dir};
-use embedfn_core::time::rfc3339;
+use embedfn_core::files::{model_info, onnx_path, read_model_dir};
 use embedfn_core::{
     Embedder, EmbedderOptions, Error, Metrics, ModelInfo, ModelKind, ModelSpec, RerankOptions,
     Reranker, Result, Served, TextTokenizer,
@@ -122,23 +120,11 @@ fn load(
     let tokenizer = TextTokenizer::from_bytes(&files.tokenizer_json)?;
     let onnx = onnx_path(&dir, config.quantization)?;
     let backend = OrtBackend::load(env, &onnx, session)?;
-    let size = onnx_size(&onnx);
-    let modified = std::fs::metadata(&onnx)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_secs());
     tracing::info!(
         model = id, onnx = %onnx.display(), device = backend.device, max_length = spec.max_length,
         dims = spec.dims, tasks = spec.tasks.len(), "model loaded"
     );
-    let info = ModelInfo {
-        name: served_name(id),
-        size,
-        modified_at: rfc3339(modified),
-        digest: digest(id, size, modified),
-        quantization: config.quantization,
-    };
+    let info = model_info(served_name(id), id, &onnx, config.quantization);
     Ok((info, spec, tokenizer, backend))
 }
 
@@ -152,20 +138,6 @@ fn served_name(id: &str) -> String {
     } else {
         id.to_string()
     }
-}
-
-/// A stable 64-hex-digit digest of what identifies the loaded file (FNV-1a, four lanes): cheap,
-/// unlike hashing gigabytes of weights at start-up.
-fn digest(id: &str, size: u64, modified: u64) -> String {
-    let key = format!("{id}\0{size}\0{modified}");
-    (0u64..4)
-        .map(|lane| {
-            let h = key.bytes().fold(0xcbf2_9ce4_8422_2325 ^ lane, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-            });
-            format!("{h:016x}")
-        })
-        .collect()
 }
 
 /// The embedding model, ready to serve.

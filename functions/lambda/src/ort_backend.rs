@@ -56,26 +56,39 @@ fn model_err(e: impl std::fmt::Display) -> Error {
     Error::Model(e.to_string())
 }
 
-impl OrtBackend {
-    /// Builds a session from an ONNX file (its external data next to it is found by ORT).
-    pub fn load(env: &Environment, path: &Path, options: SessionOptions) -> Result<Self> {
-        let cpu = || session(env, path, options, false);
-        let (session, device) = match options.cuda {
-            Cuda::Off => (cpu(), "cpu"),
-            Cuda::On | Cuda::Auto => match session(env, path, options, true) {
-                Ok(s) => (Ok(s), "cuda"),
-                Err(e) => {
-                    let msg = format!("CUDA execution provider unavailable ({e}); running on CPU");
-                    if options.cuda == Cuda::On {
-                        tracing::warn!("{msg}");
-                    } else {
-                        tracing::info!("{msg}");
-                    }
-                    (cpu(), "cpu")
+/// Opens an ONNX file (its external data next to it is found by ORT) with the process's
+/// settings: CUDA when asked or found, else CPU with a log line. Returns the session and the
+/// device it runs on. Every native engine (this backend, embedfn-host's `wasi:nn`) opens its
+/// sessions here.
+pub fn open_session(
+    env: &Environment,
+    path: &Path,
+    options: SessionOptions,
+) -> Result<(Session, &'static str)> {
+    let cpu = || session(env, path, options, false);
+    let (session, device) = match options.cuda {
+        Cuda::Off => (cpu(), "cpu"),
+        Cuda::On | Cuda::Auto => match session(env, path, options, true) {
+            Ok(s) => (Ok(s), "cuda"),
+            Err(e) => {
+                let msg = format!("CUDA execution provider unavailable ({e}); running on CPU");
+                if options.cuda == Cuda::On {
+                    tracing::warn!("{msg}");
+                } else {
+                    tracing::info!("{msg}");
                 }
-            },
-        };
-        let session = session.map_err(|e| Error::Model(format!("{}: {e}", path.display())))?;
+                (cpu(), "cpu")
+            }
+        },
+    };
+    let session = session.map_err(|e| Error::Model(format!("{}: {e}", path.display())))?;
+    Ok((session, device))
+}
+
+impl OrtBackend {
+    /// Builds a session from an ONNX file (see [`open_session`]).
+    pub fn load(env: &Environment, path: &Path, options: SessionOptions) -> Result<Self> {
+        let (session, device) = open_session(env, path, options)?;
         let feeds = session
             .inputs()
             .iter()

@@ -1,0 +1,160 @@
+//! `embedfn-host`: runs embedfn's Wasm component locally and on edge nodes — Wasmtime with
+//! `wasi:http` (a fresh pooled instance per request, as Spin does) and a `wasi:nn` backend on
+//! ONNX Runtime whose graphs are loaded once and shared by every instance.
+//!
+//! ```text
+//! --graph NAME=DIR ──► ort session (once) ──► wasi:nn registry ──┐
+//!                  └─► /models/NAME (read-only) + env ───────────┼─► instance per request
+//! component.wasm ──► (Wizer snapshot) ──► precompiled, cached ───┘
+//! ```
+
+mod cli;
+mod compile;
+mod graphs;
+mod guest;
+mod nn;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use embedfn_lambda::config::Config;
+use embedfn_lambda::ort_backend::SessionOptions;
+use embedfn_lambda::{models, runtime};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+use crate::cli::Command;
+use crate::graphs::{dir_name, Graphs, ModelDir};
+use crate::guest::Guest;
+use crate::nn::OrtNn;
+use crate::serve::Server;
+
+/// Variables of the host's environment the component sees too (same meaning as native).
+const PASSED_ON: &[&str] = &[
+    "TASK_INSTRUCTIONS",
+    "DEFAULT_TASK",
+    "MAX_BODY_BYTES",
+    "MAX_INPUTS",
+    "MAX_DOCUMENTS",
+    "MAX_REQUEST_TOKENS",
+    "API_KEY",
+];
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = match cli::parse(std::env::args().skip(1)) {
+        Ok(args) => args,
+        Err(why) if why.is_empty() => {
+            println!("{}", cli::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Err(why) => {
+            eprintln!("embedfn-host: {why}\n\n{}", cli::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(run(args)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("embedfn-host: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The model directories to serve: `--graph`, else the native server's model variables.
+fn model_dirs(args: &cli::Args, config: &Config) -> anyhow::Result<Vec<ModelDir>> {
+    if !args.graphs.is_empty() {
+        return args
+            .graphs
+            .iter()
+            .map(|(name, dir)| ModelDir::new(name.clone(), dir.clone()))
+            .collect();
+    }
+    [&config.embeddings_model, &config.reranker_model]
+        .into_iter()
+        .flatten()
+        .map(|id| {
+            let dir = models::resolve(id, config)?;
+            let name = if PathBuf::from(id).is_dir() {
+                dir_name(&dir)
+            } else {
+                id.rsplit('/').next().unwrap_or(id).to_string()
+            };
+            ModelDir::new(name, dir)
+        })
+        .collect()
+}
+
+async fn run(args: cli::Args) -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    let models = model_dirs(&args, &config)?;
+    let mut env: Vec<(String, String)> = PASSED_ON
+        .iter()
+        .filter_map(|k| Some((k.to_string(), std::env::var(k).ok()?)))
+        .collect();
+    env.extend(args.env.iter().cloned());
+    let wasm = std::fs::read(&args.component)
+        .with_context(|| format!("reading {}", args.component.display()))?;
+    let engine = compile::engine()?;
+    match args.command {
+        Command::Snapshot { out } => {
+            let guest = Guest::new(models, env, Graphs::default(), None);
+            let started = std::time::Instant::now();
+            let snap = compile::snapshot(&engine, &guest, &wasm).await?;
+            std::fs::write(&out, &snap).with_context(|| format!("writing {}", out.display()))?;
+            tracing::info!(ms = started.elapsed().as_millis(), bytes = snap.len(), out = %out.display(), "snapshot written");
+            Ok(())
+        }
+        Command::Serve {
+            listen,
+            snapshot,
+            nn,
+        } => {
+            let ort = if nn {
+                let (lib, ort_env) = runtime::init()?;
+                tracing::info!(library = %lib.display(), "ONNX Runtime loaded");
+                let options = SessionOptions {
+                    intra_threads: config.intra_threads,
+                    cuda: config.cuda,
+                };
+                Some((Arc::new(ort_env), options, config.quantization))
+            } else {
+                None
+            };
+            let graphs = match &ort {
+                Some((ort_env, options, q)) => {
+                    graphs::preload(&models, &mut OrtNn::new(ort_env.clone(), *options, *q))?
+                }
+                None => Graphs::default(),
+            };
+            let guest = Guest::new(models, env, graphs, ort);
+            let wasm = if snapshot {
+                compile::snapshot(&engine, &guest, &wasm).await?
+            } else {
+                wasm
+            };
+            let component = compile::component(&engine, &wasm)?;
+            let linker = guest::linker(&engine, nn)?;
+            let pre = ProxyPre::new(linker.instantiate_pre(&component)?)?;
+            let addr = listen.unwrap_or_else(|| format!("{}:{}", config.host, config.port));
+            let listener = tokio::net::TcpListener::bind(&addr)
+                .await
+                .with_context(|| format!("listening on {addr}"))?;
+            Arc::new(Server { pre, guest }).run(listener).await
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! The native side of embedfn: configuration, ONNX Runtime (`ort`) sessions, model loading, and
+//! the two adapters of the `embedfn` binary — the local HTTP server and the AWS Lambda runtime.
+//! `embedfn-host` reuses the configuration, the runtime loader and the session builder, so
+//! every native engine is configured the same way.
+
+pub mod bridge;
+pub mod config;
+pub mod lambda;
+pub mod models;
+pub mod ort_backend;
+pub mod runtime;
+pub mod server;
+
+use std::sync::Arc;
+
+use embedfn_core::{App, Metrics, Registry};
+
+use crate::config::Config;
+use crate::models::Engine;
+use crate::ort_backend::SessionOptions;
+
+/// Builds the app from the configuration: loads ONNX Runtime and every configured model.
+pub fn build(config: &Config) -> Result<App<Engine>, String> {
+    let (lib, env) = runtime::init().map_err(|e| e.to_string())?;
+    tracing::info!(library = %lib.display(), "ONNX Runtime loaded");
+    let session = SessionOptions {
+        intra_threads: config.intra_threads,
+        cuda: config.cuda,
+    };
+    let metrics = Arc::new(Metrics::default());
+    let embedder = config
+        .embeddings_model
+        .as_deref()
+        .map(|id| models::embedder(id, config, &env, session, &metrics))
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let reranker = config
+        .reranker_model
+        .as_deref()
+        .map(|id| models::reranker(id, config, &env, session, &metrics))
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    if embedder.is_none() && reranker.is_none() {
+        return Err(
+            "both EMBEDDINGS_MODEL_ID and RERANKER_MODEL_ID are 'none': nothing to serve".into(),
+        );
+    }
+    let mut app = App::new(Registry { embedder, reranker });
+    app.limits = config.limits;
+    app.metrics = metrics;
+    app.api_key = config.api_key.clone();
+    Ok(app)
+}

@@ -1,0 +1,67 @@
+//! embedfn as a Spin HTTP component (`wasm32-wasip2`, WASIp2 `wasi:http/incoming-handler`).
+//!
+//! The handler hands every request to the core's route table, so each route answers exactly as
+//! on the native server; tokenizing, pooling and ranking run inside Wasm, and the model runs in
+//! the host through `wasi:nn` ([`nn`]). State is built once ([`state`]); Wizer can snapshot it
+//! into the component so that a fresh instance per request pays no parsing.
+
+mod nn;
+mod state;
+
+use embedfn_core::router::{error_reply, Api};
+use embedfn_core::{route, Error, Reply};
+use spin_sdk::http::{Request, Response};
+use spin_sdk::http_component;
+
+#[allow(missing_docs, clippy::all)]
+mod bindings {
+    spin_sdk::wit_bindgen::generate!({
+        world: "component",
+        path: "wit",
+        runtime_path: "spin_sdk::wit_bindgen::rt",
+        generate_all,
+    });
+}
+
+struct Component;
+
+impl bindings::Guest for Component {
+    fn wizer_initialize() {
+        // A failure is kept and answered (500) by every request, with its reason.
+        let _ = state::app();
+    }
+}
+
+bindings::export!(Component with_types_in bindings);
+
+/// Answers one request through the core's route table.
+#[http_component]
+fn handle(req: Request) -> Response {
+    let reply = match state::app() {
+        Ok(app) => {
+            let headers: Vec<(&str, &str)> = req
+                .headers()
+                .filter_map(|(name, value)| Some((name, value.as_str()?)))
+                .collect();
+            route(
+                app,
+                &embedfn_core::Request {
+                    method: &req.method().to_string(),
+                    path: req.path_and_query().unwrap_or_else(|| req.path()),
+                    headers: &headers,
+                    body: req.body(),
+                },
+            )
+        }
+        Err(why) => error_reply(Api::Ollama, &Error::Model(why.to_string())),
+    };
+    respond(reply)
+}
+
+fn respond(reply: Reply) -> Response {
+    Response::builder()
+        .status(reply.status)
+        .header("content-type", reply.content_type)
+        .body(reply.body)
+        .build()
+}

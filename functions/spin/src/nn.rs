@@ -1,0 +1,104 @@
+//! The core's [`Backend`] on the standard `wasi:nn` interface.
+//!
+//! Graphs are obtained with `load-by-name`, so the host keeps each model loaded once and shares
+//! it across instances; a graph handle is a resource of this instance, looked up lazily and kept
+//! for the instance's life (never during pre-initialisation, whose resources do not survive the
+//! snapshot). Inputs go out as int64 tensors named as in the ONNX exports (`input_ids`,
+//! `attention_mask`, `token_type_ids`, and `task_id` for models with task adapters); the host
+//! feeds the ones its graph declares. Output 0 comes back as float32 or float16.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use embedfn_core::{Backend, Batch, Error, Result, Tensor};
+
+use crate::bindings::wasi::nn::errors::Error as NnError;
+use crate::bindings::wasi::nn::graph::{load_by_name, Graph};
+use crate::bindings::wasi::nn::tensor::{Tensor as NnTensor, TensorType};
+
+thread_local! {
+    /// This instance's graph handles, by name.
+    static GRAPHS: RefCell<HashMap<String, Graph>> = RefCell::new(HashMap::new());
+}
+
+/// A model graph the host has preloaded under `name`.
+#[derive(Debug, Clone)]
+pub struct NnBackend {
+    name: String,
+}
+
+impl NnBackend {
+    /// The graph the host knows as `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self { name: name.into() }
+    }
+}
+
+fn nn_err(what: &str, e: NnError) -> Error {
+    Error::Backend(format!("wasi:nn {what}: {:?}: {}", e.code(), e.data()))
+}
+
+fn int64(data: &[i64], dims: &[usize]) -> NnTensor {
+    let bytes = data
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect::<Vec<u8>>();
+    let dims = dims.iter().map(|&d| d as u32).collect::<Vec<u32>>();
+    NnTensor::new(&dims, TensorType::I64, &bytes)
+}
+
+/// Output bytes (little-endian) as f32.
+fn floats(ty: TensorType, bytes: &[u8]) -> Result<Vec<f32>> {
+    match ty {
+        TensorType::Fp32 => Ok(bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()),
+        TensorType::Fp16 => Ok(bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect()),
+        other => Err(Error::Backend(format!(
+            "wasi:nn output is {other:?}; embedfn reads float32 or float16"
+        ))),
+    }
+}
+
+impl Backend for NnBackend {
+    fn forward(&self, batch: &Batch) -> Result<Tensor> {
+        let dims = [batch.batch, batch.seq];
+        let mut inputs = vec![
+            ("input_ids".to_string(), int64(&batch.input_ids, &dims)),
+            (
+                "attention_mask".to_string(),
+                int64(&batch.attention_mask, &dims),
+            ),
+            (
+                "token_type_ids".to_string(),
+                int64(&batch.token_type_ids, &dims),
+            ),
+        ];
+        if let Some(task) = batch.task_id {
+            inputs.push(("task_id".to_string(), int64(&[task], &[1])));
+        }
+        let outputs = GRAPHS.with(|graphs| {
+            let mut graphs = graphs.borrow_mut();
+            if !graphs.contains_key(&self.name) {
+                let graph = load_by_name(&self.name).map_err(|e| nn_err("load-by-name", e))?;
+                graphs.insert(self.name.clone(), graph);
+            }
+            let context = graphs[&self.name]
+                .init_execution_context()
+                .map_err(|e| nn_err("init-execution-context", e))?;
+            context.compute(inputs).map_err(|e| nn_err("compute", e))
+        })?;
+        let (_, output) = outputs
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Backend("wasi:nn compute returned no outputs".into()))?;
+        Ok(Tensor {
+            shape: output.dimensions().iter().map(|&d| d as usize).collect(),
+            data: floats(output.ty(), &output.data())?,
+        })
+    }
+}

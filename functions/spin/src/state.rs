@@ -1,0 +1,112 @@
+//! The component's state, built once per instance — or once for all instances, when Wizer
+//! pre-initialises the component through [`wizer_initialize`](crate::bindings::Guest).
+//!
+//! Configuration comes from environment variables, as on the native server:
+//! `EMBEDDINGS_MODEL_ID` and `RERANKER_MODEL_ID` name model directories in the component's
+//! filesystem (`none` disables one; the `wasi:nn` graph has the directory's name), plus
+//! `TASK_INSTRUCTIONS`, `DEFAULT_TASK`, `MAX_BODY_BYTES`, `MAX_INPUTS`, `MAX_DOCUMENTS`,
+//! `MAX_REQUEST_TOKENS`, `API_KEY`.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use embedfn_core::batch::MAX_REQUEST_TOKENS;
+use embedfn_core::files::{model_info, onnx_path, read_model_dir};
+use embedfn_core::{
+    ApiKey, App, Embedder, EmbedderOptions, Error, Limits, ModelKind, ModelSpec, Quantization,
+    Registry, RerankOptions, Reranker, Result, Served, TextTokenizer,
+};
+
+use crate::nn::NnBackend;
+
+static APP: OnceLock<std::result::Result<App<NnBackend>, String>> = OnceLock::new();
+
+/// The app, built on first use.
+pub fn app() -> std::result::Result<&'static App<NnBackend>, &'static str> {
+    APP.get_or_init(|| build().map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(String::as_str)
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn number(name: &str, default: usize) -> Result<usize> {
+    var(name).map_or(Ok(default), |v| {
+        v.trim()
+            .parse()
+            .map_err(|_| Error::Model(format!("{name}={v:?} is not a number")))
+    })
+}
+
+fn model_dir(name: &str, default: &str) -> Option<String> {
+    let dir = var(name).unwrap_or_else(|| default.to_string());
+    (!dir.eq_ignore_ascii_case("none")).then_some(dir)
+}
+
+/// Reads one model directory: spec, tokenizer, reported facts, and its graph's name.
+fn load(dir: &str, expected: ModelKind) -> Result<(ModelSpec, TextTokenizer, Served<()>)> {
+    let path = Path::new(dir);
+    let files = read_model_dir(path)?;
+    let spec = ModelSpec::from_files(&files)?;
+    if spec.kind != expected {
+        return Err(Error::Model(format!(
+            "{dir} is a {:?} model, expected {expected:?}",
+            spec.kind
+        )));
+    }
+    let tokenizer = TextTokenizer::from_bytes(&files.tokenizer_json)?;
+    let name = path
+        .file_name()
+        .map_or_else(|| dir.to_string(), |n| n.to_string_lossy().into_owned());
+    // The ONNX file lives with the host; it is reported when the component can see it too.
+    let onnx = onnx_path(path, Quantization::None).unwrap_or_default();
+    let info = model_info(name, dir, &onnx, Quantization::None);
+    Ok((spec, tokenizer, Served { info, model: () }))
+}
+
+fn build() -> Result<App<NnBackend>> {
+    let instructions =
+        var("TASK_INSTRUCTIONS").is_none_or(|v| !matches!(v.as_str(), "0" | "false"));
+    let max_request_tokens = number("MAX_REQUEST_TOKENS", MAX_REQUEST_TOKENS)?;
+    let embedder = model_dir("EMBEDDINGS_MODEL_ID", "/models/embedder")
+        .map(|dir| -> Result<_> {
+            let (spec, tokenizer, served) = load(&dir, ModelKind::Embedding)?;
+            let backend = NnBackend::new(served.info.name.clone());
+            let options = EmbedderOptions {
+                instructions,
+                default_task: var("DEFAULT_TASK"),
+                max_request_tokens,
+                ..EmbedderOptions::default()
+            };
+            Ok(Served {
+                info: served.info,
+                model: Embedder::new(spec, tokenizer, backend, options)?,
+            })
+        })
+        .transpose()?;
+    let reranker = model_dir("RERANKER_MODEL_ID", "none")
+        .map(|dir| -> Result<_> {
+            let (spec, tokenizer, served) = load(&dir, ModelKind::CrossEncoder)?;
+            let backend = NnBackend::new(served.info.name.clone());
+            let options = RerankOptions {
+                max_request_tokens,
+                ..RerankOptions::default()
+            };
+            Ok(Served {
+                info: served.info,
+                model: Reranker::new(spec, tokenizer, backend, options),
+            })
+        })
+        .transpose()?;
+    let defaults = Limits::default();
+    let mut app = App::new(Registry { embedder, reranker });
+    app.limits = Limits {
+        max_body_bytes: number("MAX_BODY_BYTES", defaults.max_body_bytes)?,
+        max_inputs: number("MAX_INPUTS", defaults.max_inputs)?,
+        max_documents: number("MAX_DOCUMENTS", defaults.max_documents)?,
+    };
+    app.api_key = var("API_KEY").map(ApiKey::new);
+    Ok(app)
+}

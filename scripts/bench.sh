@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The benchmark command: embedfn (native server and Lambda path) against the ONNX Runtime floor
+# and two Python servers (seed-style and batched) on the same models and inputs, one invocation
+# on one machine. Does all set-up first: ONNX Runtime, the test models, its own Python venv
+# ($EMBEDFN_CACHE/bench-venv), the release binary (cargo build, or EMBEDFN_BIN to use a built
+# one as is). Arguments go to bench/bench.py: --quick (about a minute), --out DIR (default
+# $EMBEDFN_CACHE/bench: bench-results.json and bench-results.png).
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+BENCH_VENV="$EMBEDFN_CACHE/bench-venv"
+BENCH_PY="$BENCH_VENV/bin/python"
+
+# Creates (once per requirements change) the venv with the test and benchmark packages.
+ensure_bench_venv() {
+  local stamp="$BENCH_VENV/.requirements.sha256" want
+  want="$(cat tests/requirements.txt bench/requirements.txt | sha256sum | cut -d' ' -f1)"
+  if [ -x "$BENCH_PY" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return; fi
+  log "creating the benchmark's Python venv at $BENCH_VENV"
+  python3 -m venv "$BENCH_VENV"
+  "$BENCH_PY" -m pip install -q --disable-pip-version-check \
+    -r tests/requirements.txt -r bench/requirements.txt
+  echo "$want" > "$stamp"
+}
+
+ensure_bench_venv
+ort_lib="$(scripts/fetch-onnxruntime.sh)"
+models="$(scripts/fetch-test-models.sh)"
+if [ -z "${EMBEDFN_BIN:-}" ]; then
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$EMBEDFN_CACHE/target}"
+  log "building the release binary"
+  cargo build --release -p embedfn-lambda --bin embedfn
+  EMBEDFN_BIN="$CARGO_TARGET_DIR/release/embedfn"
+fi
+log "benchmarking $EMBEDFN_BIN"
+exec "$BENCH_PY" bench/bench.py --binary "$EMBEDFN_BIN" --ort-lib "$ort_lib" --models "$models" "$@"
