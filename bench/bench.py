@@ -2,8 +2,8 @@
 the same inputs (see scripts/bench.sh, which sets everything up and runs this).
 
 Contenders: the floor (Python `onnxruntime` `session.run` alone on the same pre-tokenized,
-padded batches), embedfn over HTTP (and, when the binary knows DYNAMIC_BATCHING, without dynamic
-batching), embedfn under the Lambda Runtime API emulator, and two Python servers
+padded batches), embedfn over HTTP (and, when the binary knows DYNAMIC_BATCHING, a second
+instance with DYNAMIC_BATCHING=false BATCH_WAIT_MS=0), embedfn under the Lambda Runtime API emulator, and two Python servers
 (bench/python_servers.py): the seed's design (one `session.run` per text) and one padded run
 per request. Workloads: bench/workloads.py. Every contender's first answer on every workload
 must match the floor's within 1e-4, every request must succeed; otherwise the run fails.
@@ -38,7 +38,7 @@ from textmodel import TextModel
 
 TOLERANCE = 1e-4
 PRIMARY_MODEL = "minilm"  # cold start and RSS are those of the MiniLM instances
-WORKLOADS_OF = {FLOOR: "abcd", EMBEDFN: "abcde", NO_BATCHING: "be", LAMBDA: "abcd", SEED: "abcde",
+WORKLOADS_OF = {FLOOR: "abcd", EMBEDFN: "abcde", NO_BATCHING: "abcde", LAMBDA: "abcd", SEED: "abcde",
                 BATCHED: "abcde"}
 
 
@@ -65,6 +65,8 @@ class Bench:
         self.workloads = wl.build(self.models, args.quick)
         self.logs = args.out / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
+        for old in self.logs.glob("*.log"):
+            old.unlink()
         self.contenders = [FLOOR, EMBEDFN, LAMBDA, SEED, BATCHED]
         if b"DYNAMIC_BATCHING" in Path(args.binary).read_bytes():
             self.contenders.insert(2, NO_BATCHING)
@@ -270,39 +272,42 @@ def log(msg):
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 
-def main():
-    """Runs the whole benchmark; any failure exits non-zero with every process stopped."""
-    args = parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    started = time.perf_counter()
-    with contextlib.ExitStack() as stack:
-        bench = Bench(args, stack)
-        log(f"{len(bench.contenders)} contenders, {physical_cores()} physical cores, "
-            f"{'quick' if args.quick else 'full'} run; logs in {bench.logs}")
-        bench.start_all(cold_reps=1 if args.quick else 5)
-        log("all contenders started")
-        bench.run_all()
-        rss = bench.peak_rss()
-    rows = summarize(bench, rss)
-    results = {
+def document(args, bench, rows, binary_sha256, seconds):
+    """Everything bench-results.json holds."""
+    return {
         "machine": {"cpu": cpu_model(), "physical_cores": physical_cores(), "logical_cpus": os.cpu_count(),
                     "python": platform.python_version()},
-        "binary": args.binary, "binary_sha256": hashlib.sha256(Path(args.binary).read_bytes()).hexdigest(),
-        "quick": args.quick, "tolerance": TOLERANCE,
+        "binary": args.binary, "binary_sha256": binary_sha256, "quick": args.quick, "tolerance": TOLERANCE,
         "workloads": {w.key: {"title": w.title, "model": w.model, "path": w.path, "requests_per_rep": len(w.requests),
                               "items_per_rep": w.items_per_rep(), "reps": w.reps, "clients": w.clients}
                       for w in bench.workloads},
         "contenders": rows,
         "session_creation_s": rows[FLOOR]["cold_start_s"],
         "ratios": report.ratios(rows),
-        "seconds": time.perf_counter() - started,
+        "seconds": seconds,
     }
+
+
+def main():
+    """Runs the whole benchmark; any failure exits non-zero with every process stopped."""
+    args = parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    started = time.perf_counter()
+    binary_sha256 = hashlib.sha256(Path(args.binary).read_bytes()).hexdigest()
+    with contextlib.ExitStack() as stack:
+        bench = Bench(args, stack)
+        log(f"{len(bench.contenders)} contenders, {bench.threads} physical cores, "
+            f"{'quick' if args.quick else 'full'} run; logs in {bench.logs}")
+        bench.start_all(cold_reps=1 if args.quick else 5)
+        log("all contenders started")
+        bench.run_all()
+        rss = bench.peak_rss()
+    results = document(args, bench, summarize(bench, rss), binary_sha256, time.perf_counter() - started)
     (args.out / "bench-results.json").write_text(json.dumps(results, indent=1))
     print(report.table(results))
     report.plot(results, args.out / "bench-results.png")
-    log(f"wrote {args.out / 'bench-results.json'} and {args.out / 'bench-results.png'} "
-        f"in {results['seconds']:.0f} s")
+    log(f"wrote {args.out / 'bench-results.json'} and {args.out / 'bench-results.png'} in {results['seconds']:.0f} s")
 
 
 if __name__ == "__main__":

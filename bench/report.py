@@ -79,7 +79,8 @@ def table(results):
     m = results["machine"]
     lines.append(f"embedfn benchmark: {m['cpu']}, {m['physical_cores']} physical cores / {m['logical_cpus']} logical, "
                  f"{'quick' if results['quick'] else 'full'} run, {results['seconds']:.0f} s")
-    lines.append("throughput: median over repetitions; p50/p99: over every request (floor: every session.run)")
+    lines.append("throughput: median over repetitions of items / request time (sequential workloads) or / wall "
+                 "time (e); p50/p99: over every request (floor: every session.run)")
     for key, w in results["workloads"].items():
         lines.append("")
         lines.append(f"{w['title']}  [{w['model']}, {w['reps']} reps x {w['requests_per_rep']} requests]")

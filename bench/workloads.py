@@ -77,7 +77,7 @@ def build(models, quick):
     for doc in short[:100]:
         models["jina-rerank-tiny"].pair(RERANK_QUERY, doc)  # raises unless it fits one window
     singles, per_client = (25, 4) if quick else (50, 10)
-    reps = {"a": 2, "b": 1, "c": 2, "d": 3, "e": 1} if quick else {"a": 12, "b": 6, "c": 16, "d": 30, "e": 5}
+    reps = {"a": 2, "b": 1, "c": 2, "d": 3, "e": 1} if quick else {"a": 12, "b": 10, "c": 40, "d": 60, "e": 5}
     return [
         Workload("a", "(a) 256 short texts, 32 per request", "minilm", "/api/embed",
                  [embed_body("minilm", short[i:i + 32]) for i in range(0, 256, 32)], reps["a"]),

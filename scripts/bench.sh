@@ -6,30 +6,29 @@
 # one as is). Arguments go to bench/bench.py: --quick (about a minute), --out DIR (default
 # $EMBEDFN_CACHE/bench: bench-results.json and bench-results.png).
 source "$(dirname "$0")/lib.sh"
-cd "$ROOT"
 BENCH_VENV="$EMBEDFN_CACHE/bench-venv"
 BENCH_PY="$BENCH_VENV/bin/python"
 
 # Creates (once per requirements change) the venv with the test and benchmark packages.
 ensure_bench_venv() {
   local stamp="$BENCH_VENV/.requirements.sha256" want
-  want="$(cat tests/requirements.txt bench/requirements.txt | sha256sum | cut -d' ' -f1)"
+  want="$(cat "$ROOT/tests/requirements.txt" "$ROOT/bench/requirements.txt" | sha256sum | cut -d' ' -f1)"
   if [ -x "$BENCH_PY" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return; fi
   log "creating the benchmark's Python venv at $BENCH_VENV"
   python3 -m venv "$BENCH_VENV"
   "$BENCH_PY" -m pip install -q --disable-pip-version-check \
-    -r tests/requirements.txt -r bench/requirements.txt
+    -r "$ROOT/tests/requirements.txt" -r "$ROOT/bench/requirements.txt"
   echo "$want" > "$stamp"
 }
 
 ensure_bench_venv
-ort_lib="$(scripts/fetch-onnxruntime.sh)"
-models="$(scripts/fetch-test-models.sh)"
+ort_lib="$("$ROOT/scripts/fetch-onnxruntime.sh")"
+models="$("$ROOT/scripts/fetch-test-models.sh")"
 if [ -z "${EMBEDFN_BIN:-}" ]; then
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$EMBEDFN_CACHE/target}"
   log "building the release binary"
-  cargo build --release -p embedfn-lambda --bin embedfn
+  (cd "$ROOT" && cargo build --release -p embedfn-lambda --bin embedfn)
   EMBEDFN_BIN="$CARGO_TARGET_DIR/release/embedfn"
 fi
 log "benchmarking $EMBEDFN_BIN"
-exec "$BENCH_PY" bench/bench.py --binary "$EMBEDFN_BIN" --ort-lib "$ort_lib" --models "$models" "$@"
+exec "$BENCH_PY" "$ROOT/bench/bench.py" --binary "$EMBEDFN_BIN" --ort-lib "$ort_lib" --models "$models" "$@"

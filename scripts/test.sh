@@ -18,10 +18,17 @@ log "template.yaml (cfn-lint)"
 log "cargo fmt / clippy"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy -p embedfn-spin --target wasm32-wasip2 --release -- -D warnings
 log "embedfn-core for wasm32-wasip2 (no I/O, no ort)"
 cargo build -p embedfn-core --target wasm32-wasip2 --release
 log "Rust tests"
 cargo test --workspace
-log "end-to-end tests against the release binary"
+log "release builds: embedfn, embedfn-host, the embedfn-spin component"
 cargo build --release -p embedfn-lambda --bin embedfn
-EMBEDFN_BIN="$CARGO_TARGET_DIR/release/embedfn" "$PY" -m pytest tests -q -p no:cacheprovider "$@"
+cargo build --release -p embedfn-host
+cargo build --release -p embedfn-spin --target wasm32-wasip2
+log "end-to-end tests against the release binaries"
+EMBEDFN_BIN="$CARGO_TARGET_DIR/release/embedfn" \
+EMBEDFN_HOST_BIN="$CARGO_TARGET_DIR/release/embedfn-host" \
+EMBEDFN_COMPONENT="$CARGO_TARGET_DIR/wasm32-wasip2/release/embedfn_spin.wasm" \
+  "$PY" -m pytest tests -q -p no:cacheprovider "$@"

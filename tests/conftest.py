@@ -56,15 +56,16 @@ def free_port():
 class Server:
     """A running embedfn process on a free loopback port."""
 
-    def __init__(self, binary, ort_lib, env):
+    def __init__(self, binary, ort_lib, env, args=()):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         full = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
         full.update({"HOST": "127.0.0.1", "PORT": str(self.port), "ORT_DYLIB_PATH": ort_lib,
                      "ORT_INTRA_THREADS": "1", "USE_CUDA": "false", "HF_HUB_OFFLINE": "1"})
         full.update(env)
-        self.proc = subprocess.Popen([binary], env=full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.time() + 60
+        self.proc = subprocess.Popen([binary, *args], env=full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True)
+        deadline = time.time() + 180  # a cold embedfn-host compiles the component first
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"embedfn exited {self.proc.returncode}: {self.proc.stdout.read()}")
@@ -74,7 +75,7 @@ class Server:
             except requests.ConnectionError:
                 time.sleep(0.1)
         self.stop()
-        raise RuntimeError("embedfn did not become healthy within 60 s")
+        raise RuntimeError("embedfn did not become healthy within 180 s")
 
     def post(self, path, body=None, **kw):
         return requests.post(self.url + path, json=body, timeout=60, **kw)
@@ -92,17 +93,44 @@ class Server:
 
 
 @pytest.fixture(scope="session")
+def host_binary():
+    path = os.environ.get("EMBEDFN_HOST_BIN")
+    assert path, "EMBEDFN_HOST_BIN must name the built embedfn-host binary (scripts/test.sh sets it)"
+    assert Path(path).is_file(), path
+    return path
+
+
+@pytest.fixture(scope="session")
+def component():
+    path = os.environ.get("EMBEDFN_COMPONENT")
+    assert path, "EMBEDFN_COMPONENT must name the built embedfn-spin component (scripts/test.sh sets it)"
+    assert Path(path).is_file(), path
+    return path
+
+
+@pytest.fixture(scope="session")
 def start(binary, ort_lib):
     servers = []
 
-    def _start(**env):
-        server = Server(binary, ort_lib, env)
+    def _start(_binary=binary, _args=(), **env):
+        server = Server(_binary, ort_lib, env, _args)
         servers.append(server)
         return server
 
     yield _start
     for s in servers:
         s.stop()
+
+
+@pytest.fixture(scope="session")
+def start_host(start, host_binary, component):
+    """Starts embedfn-host serving the component (pre-initialised) with `graphs` {name: dir}."""
+
+    def _start(graphs, *args, **env):
+        graph_args = [a for name, d in graphs.items() for a in ("--graph", f"{name}={d}")]
+        return start(host_binary, [component, "--snapshot", *graph_args, *args], **env)
+
+    return _start
 
 
 @pytest.fixture(scope="session")

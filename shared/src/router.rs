@@ -184,7 +184,11 @@ fn dispatch<B: Backend>(app: &App<B>, req: &Request) -> (&'static str, Reply) {
     let path = normalize(req.path);
     let table = table::<B>();
     let Some(row) = table.iter().find(|r| r.path == path) else {
-        let not_found = Error::RouteNotFound(format!("no route for {path}"));
+        // The request's own path (the normalised one of `//` is empty), cut to a readable length.
+        let asked = req.path.split(['?', '#']).next().unwrap_or("/");
+        let shown: String = asked.chars().take(200).collect();
+        let more = if shown.len() < asked.len() { "…" } else { "" };
+        let not_found = Error::RouteNotFound(format!("no route for {shown}{more}"));
         return ("unknown", error_reply(api_for(path), &not_found));
     };
     let fail = |e: &Error| (row.path, error_reply(row.api, e));

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 /// Usage text.
 pub const USAGE: &str = "usage:
   embedfn-host [serve] COMPONENT.wasm [--graph NAME=DIR]... [--listen ADDR] [--env K=V]...
-                                      [--snapshot] [--no-nn]
+                                      [--snapshot] [--no-nn] [--max-memory MB]
   embedfn-host snapshot COMPONENT.wasm OUT.wasm [--graph NAME=DIR]... [--env K=V]...
 
 serve     serves the component over HTTP, a fresh instance per request
@@ -20,6 +20,8 @@ snapshot  pre-initialises the component (Wizer): tokenizers and model configs in
   --env K=V         an environment variable for the component (TASK_INSTRUCTIONS, API_KEY, …)
   --snapshot        pre-initialise in memory before serving
   --no-nn           do not provide wasi:nn (for components that run their model inside)
+  --max-memory MB   linear memory one instance may use (default 4096); beyond it the
+                    instance traps and its request answers 500
 
 ONNX Runtime settings come from the environment as for the native server (ORT_DYLIB_PATH,
 ORT_INTRA_THREADS, USE_CUDA, ONNX_QUANTIZATION).";
@@ -35,6 +37,8 @@ pub enum Command {
         snapshot: bool,
         /// Link `wasi:nn`.
         nn: bool,
+        /// Linear memory per instance, MiB.
+        max_memory_mb: u64,
     },
     /// Write a pre-initialised copy of the component.
     Snapshot {
@@ -80,7 +84,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         _ => false,
     };
     let (mut positional, mut graphs, mut env) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut listen, mut snapshot, mut nn) = (None, false, true);
+    let (mut listen, mut snapshot, mut nn, mut max_memory_mb) = (None, false, true, 4096);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--graph" => {
@@ -91,6 +95,14 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
             "--listen" => listen = Some(args.next().ok_or("--listen needs an address")?),
             "--snapshot" => snapshot = true,
             "--no-nn" => nn = false,
+            "--max-memory" => {
+                let v = args.next().ok_or("--max-memory needs a size in MiB")?;
+                max_memory_mb = v
+                    .parse()
+                    .ok()
+                    .filter(|&mb| mb > 0)
+                    .ok_or_else(|| format!("--max-memory {v}: expected MiB"))?;
+            }
             "-h" | "--help" => return Err(String::new()),
             flag if flag.starts_with('-') => return Err(format!("unknown option {flag}")),
             _ => positional.push(arg),
@@ -113,6 +125,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
             listen,
             snapshot,
             nn,
+            max_memory_mb,
         }
     };
     Ok(Args {
@@ -142,7 +155,8 @@ mod tests {
             Command::Serve {
                 listen: Some("127.0.0.1:9".into()),
                 snapshot: false,
-                nn: true
+                nn: true,
+                max_memory_mb: 4096,
             }
         );
         let s = args("snapshot in.wasm out.wasm --graph m=d").unwrap();

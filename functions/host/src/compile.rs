@@ -14,14 +14,14 @@ use crate::guest::{self, Guest};
 /// Instances alive at once (concurrent requests).
 const INSTANCES: u32 = 64;
 
-/// The engine every component runs on.
-pub fn engine() -> anyhow::Result<Engine> {
+/// The engine every component runs on; an instance may grow its memory to `max_memory_mb`.
+pub fn engine(max_memory_mb: u64) -> anyhow::Result<Engine> {
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(INSTANCES)
         .total_core_instances(INSTANCES * 4)
         .total_memories(INSTANCES * 2)
         .total_tables(INSTANCES * 4)
-        .max_memory_size(4 << 30);
+        .max_memory_size(usize::try_from(max_memory_mb << 20)?);
     let mut config = Config::new();
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Ok(Engine::new(&config)?)

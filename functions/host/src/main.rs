@@ -109,9 +109,9 @@ async fn run(args: cli::Args) -> anyhow::Result<()> {
     env.extend(args.env.iter().cloned());
     let wasm = std::fs::read(&args.component)
         .with_context(|| format!("reading {}", args.component.display()))?;
-    let engine = compile::engine()?;
     match args.command {
         Command::Snapshot { out } => {
+            let engine = compile::engine(4096)?;
             let guest = Guest::new(models, env, Graphs::default(), None);
             let started = std::time::Instant::now();
             let snap = compile::snapshot(&engine, &guest, &wasm).await?;
@@ -123,7 +123,9 @@ async fn run(args: cli::Args) -> anyhow::Result<()> {
             listen,
             snapshot,
             nn,
+            max_memory_mb,
         } => {
+            let engine = compile::engine(max_memory_mb)?;
             let ort = if nn {
                 let (lib, ort_env) = runtime::init()?;
                 tracing::info!(library = %lib.display(), "ONNX Runtime loaded");

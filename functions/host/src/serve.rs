@@ -63,8 +63,12 @@ impl Server {
         let response = match self.instance(req).await {
             Ok(response) => response,
             Err(e) => {
-                tracing::error!("request failed in the component: {e:#}");
-                error_response(&format!("the component failed: {e}"))
+                tracing::error!("request failed in the component: {e:?}");
+                let trap = e.chain().find_map(|c| c.downcast_ref::<wasmtime::Trap>());
+                error_response(&match trap {
+                    Some(trap) => format!("the component trapped: {trap}"),
+                    None => "the component failed to answer".to_string(),
+                })
             }
         };
         tracing::debug!(status = %response.status(), us = started.elapsed().as_micros(), "request");

@@ -14,10 +14,19 @@ use crate::error::{Error, Result};
 
 /// Parses a JSON body into `T`; every failure is a 400 that says what was wrong.
 pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(Error::bad_request(
-            "request body is empty; expected a JSON object",
-        ));
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => {
+            return Err(Error::bad_request(
+                "request body is empty; expected a JSON object",
+            ))
+        }
+        // serde would also fill a struct from a JSON array, field by field: refuse it here.
+        Some(b'{') => {}
+        Some(_) => {
+            return Err(Error::bad_request(
+                "invalid request body: expected a JSON object",
+            ))
+        }
     }
     serde_json::from_slice(body)
         .map_err(|e| Error::bad_request(format!("invalid request body: {e}")))
