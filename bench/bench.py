@@ -30,16 +30,16 @@ import numpy as np
 
 import report
 import workloads as wl
-from contenders import (BATCHED, EMBEDFN, FLOOR, LAMBDA, NO_BATCHING, SEED, FloorWorker, HttpServer,
-                         LambdaFunction, embedfn_env, server_env)
+from contenders import (BATCHED, EMBEDFN, FLOOR, LAMBDA, NO_BATCHING, SEED, WASM, WASM_NO_SNAPSHOT, FloorWorker,
+                         HttpServer, LambdaFunction, embedfn_env, server_env)
 from onnx_run import mean_pool, pad, sigmoid
 from system import cpu_model, physical_cores
 from textmodel import TextModel
 
 TOLERANCE = 1e-4
 PRIMARY_MODEL = "minilm"  # cold start and RSS are those of the MiniLM instances
-WORKLOADS_OF = {FLOOR: "abcd", EMBEDFN: "abcde", NO_BATCHING: "abcde", LAMBDA: "abcd", SEED: "abcde",
-                BATCHED: "abcde"}
+WORKLOADS_OF = {FLOOR: "abcd", EMBEDFN: "abcde", NO_BATCHING: "abcde", LAMBDA: "abcd", WASM: "abcde",
+                WASM_NO_SNAPSHOT: "b", SEED: "abcde", BATCHED: "abcde"}
 
 
 def parse_args():
@@ -51,6 +51,8 @@ def parse_args():
     p.add_argument("--out", type=Path, default=Path(os.environ.get("EMBEDFN_CACHE", Path.home() / ".cache/embedfn")) / "bench",
                    help="where bench-results.json and bench-results.png go")
     p.add_argument("--quick", action="store_true", help="fewer repetitions (about a minute)")
+    p.add_argument("--host-binary", help="embedfn-host; with --component adds the Wasm host contenders")
+    p.add_argument("--component", help="the embedfn-spin component (.wasm)")
     return p.parse_args()
 
 
@@ -70,6 +72,8 @@ class Bench:
         self.contenders = [FLOOR, EMBEDFN, LAMBDA, SEED, BATCHED]
         if b"DYNAMIC_BATCHING" in Path(args.binary).read_bytes():
             self.contenders.insert(2, NO_BATCHING)
+        if args.host_binary and args.component:
+            self.contenders[-2:-2] = [WASM, WASM_NO_SNAPSHOT]
         self.instances = {}  # (contender, model) -> process
         self.cold_starts = {c: [] for c in self.contenders}
         self.results = {c: {} for c in self.contenders}
@@ -86,6 +90,12 @@ class Bench:
         elif contender in (EMBEDFN, NO_BATCHING):
             extra = {"DYNAMIC_BATCHING": "false", "BATCH_WAIT_MS": "0"} if contender == NO_BATCHING else {}
             proc = HttpServer(name, log, [self.args.binary], server_env(embedfn_env(self.args.ort_lib, model, extra)), probe)
+        elif contender in (WASM, WASM_NO_SNAPSHOT):
+            # A fresh instance per request, as under Spin; with --snapshot the component is
+            # pre-initialised (Wizer), so an instance pays no tokenizer parsing.
+            snapshot = ["--snapshot"] if contender == WASM else []
+            argv = [self.args.host_binary, self.args.component, *snapshot, "--graph", f"{model.dir.name}={model.dir}"]
+            proc = HttpServer(name, log, argv, server_env(embedfn_env(self.args.ort_lib, model, {})), probe)
         elif contender == LAMBDA:
             proc = LambdaFunction(name, log, self.args.binary, embedfn_env(self.args.ort_lib, model, {}), probe)
         else:

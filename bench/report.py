@@ -7,9 +7,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from contenders import BATCHED, EMBEDFN, FLOOR, LAMBDA, NO_BATCHING, SEED  # noqa: E402
+from contenders import BATCHED, EMBEDFN, FLOOR, LAMBDA, NO_BATCHING, SEED, WASM, WASM_NO_SNAPSHOT  # noqa: E402
 
-COLORS = {FLOOR: "#7f7f7f", EMBEDFN: "#d62728", NO_BATCHING: "#ff9896", LAMBDA: "#ff7f0e",
+COLORS = {FLOOR: "#7f7f7f", EMBEDFN: "#d62728", NO_BATCHING: "#ff9896", LAMBDA: "#ff7f0e", WASM: "#9467bd", WASM_NO_SNAPSHOT: "#c5b0d5",
           SEED: "#1f77b4", BATCHED: "#17becf"}
 MIB = 1024
 
@@ -59,7 +59,12 @@ def ratios(rows):
         out.append(_ratio("dynamic batching on / off, throughput (e)",
                           _get(_workload(rows, EMBEDFN, "e"), "throughput_per_s"),
                           _get(_workload(rows, NO_BATCHING, "e"), "throughput_per_s")))
-    out.append(_ratio("Wasm host / native (not present yet)", None, None, ("<=", 1.25)))
+    if WASM in rows:
+        for key in "abcd":
+            out.append(_ratio(f"Wasm host / native, p50 latency ({key})", _get(_workload(rows, WASM, key), "p50_ms"),
+                              _get(_workload(rows, EMBEDFN, key), "p50_ms"), ("<=", 1.25)))
+        out.append(_ratio("Wasm host without / with snapshot, p50 latency (b)",
+                          _get(_workload(rows, WASM_NO_SNAPSHOT, "b"), "p50_ms"), _get(_workload(rows, WASM, "b"), "p50_ms")))
     return out
 
 

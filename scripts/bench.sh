@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark command: embedfn (native server and Lambda path) against the ONNX Runtime floor
+# The benchmark command: embedfn (native server, Lambda path, Wasm host) against the ONNX Runtime floor
 # and two Python servers (seed-style and batched) on the same models and inputs, one invocation
 # on one machine. Does all set-up first: ONNX Runtime, the test models, its own Python venv
 # ($EMBEDFN_CACHE/bench-venv), the release binary (cargo build, or EMBEDFN_BIN to use a built
@@ -24,11 +24,20 @@ ensure_bench_venv() {
 ensure_bench_venv
 ort_lib="$("$ROOT/scripts/fetch-onnxruntime.sh")"
 models="$("$ROOT/scripts/fetch-test-models.sh")"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$EMBEDFN_CACHE/target}"
 if [ -z "${EMBEDFN_BIN:-}" ]; then
-  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$EMBEDFN_CACHE/target}"
-  log "building the release binary"
-  (cd "$ROOT" && cargo build --release -p embedfn-lambda --bin embedfn)
+  log "building the release binaries (embedfn, embedfn-host, the embedfn-spin component)"
+  rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+  (cd "$ROOT" && cargo build --release -p embedfn-lambda --bin embedfn && cargo build --release -p embedfn-host \
+    && cargo build --profile wasm -p embedfn-spin --target wasm32-wasip2)
   EMBEDFN_BIN="$CARGO_TARGET_DIR/release/embedfn"
+  EMBEDFN_HOST_BIN="$CARGO_TARGET_DIR/release/embedfn-host"
+  EMBEDFN_COMPONENT="$CARGO_TARGET_DIR/wasm32-wasip2/wasm/embedfn_spin.wasm"
 fi
-log "benchmarking $EMBEDFN_BIN"
-exec "$BENCH_PY" "$ROOT/bench/bench.py" --binary "$EMBEDFN_BIN" --ort-lib "$ort_lib" --models "$models" "$@"
+wasm=()
+if [ -n "${EMBEDFN_HOST_BIN:-}" ] && [ -n "${EMBEDFN_COMPONENT:-}" ]; then
+  wasm=(--host-binary "$EMBEDFN_HOST_BIN" --component "$EMBEDFN_COMPONENT")
+fi
+log "benchmarking $EMBEDFN_BIN ${wasm[*]}"
+exec "$BENCH_PY" "$ROOT/bench/bench.py" --binary "$EMBEDFN_BIN" --ort-lib "$ort_lib" --models "$models" \
+  "${wasm[@]}" "$@"

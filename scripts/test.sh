@@ -18,7 +18,7 @@ log "template.yaml (cfn-lint)"
 log "cargo fmt / clippy"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
-cargo clippy -p embedfn-spin --target wasm32-wasip2 --release -- -D warnings
+cargo clippy -p embedfn-spin --target wasm32-wasip2 --profile wasm -- -D warnings
 log "embedfn-core for wasm32-wasip2 (no I/O, no ort)"
 cargo build -p embedfn-core --target wasm32-wasip2 --release
 log "Rust tests"
@@ -26,9 +26,9 @@ cargo test --workspace
 log "release builds: embedfn, embedfn-host, the embedfn-spin component"
 cargo build --release -p embedfn-lambda --bin embedfn
 cargo build --release -p embedfn-host
-cargo build --release -p embedfn-spin --target wasm32-wasip2
+cargo build --profile wasm -p embedfn-spin --target wasm32-wasip2
 log "end-to-end tests against the release binaries"
 EMBEDFN_BIN="$CARGO_TARGET_DIR/release/embedfn" \
 EMBEDFN_HOST_BIN="$CARGO_TARGET_DIR/release/embedfn-host" \
-EMBEDFN_COMPONENT="$CARGO_TARGET_DIR/wasm32-wasip2/release/embedfn_spin.wasm" \
+EMBEDFN_COMPONENT="$CARGO_TARGET_DIR/wasm32-wasip2/wasm/embedfn_spin.wasm" \
   "$PY" -m pytest tests -q -p no:cacheprovider "$@"

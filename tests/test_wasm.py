@@ -131,11 +131,11 @@ def test_16_concurrent_requests_answer_as_sequential_ones(wasm_jina):
 
 
 def test_guest_trap_answers_500_and_the_host_keeps_serving(start_host, models_dir):
-    # 24 MiB of linear memory holds the pre-initialised MiniLM component and small requests;
-    # a hundred long inputs exhaust it, and the guest traps.
+    # 24 MiB of linear memory holds the pre-initialised MiniLM component and ordinary requests;
+    # a thousand 256-token inputs (their token encodings alone) exhaust it, and the guest traps.
     host = start_host({"minilm": models_dir / "minilm"}, "--max-memory", "24")
     assert host.post("/api/embed", {"input": "fits"}).status_code == 200
-    r = host.post("/api/embed", {"input": ["lorem ipsum dolor sit amet " * 40] * 100})
+    r = host.post("/api/embed", {"input": ["lorem ipsum dolor sit amet " * 40] * 1000})
     assert r.status_code == 500
     assert "trapped" in r.json()["error"]
     assert host.post("/api/embed", {"input": "still serving"}).status_code == 200
@@ -151,3 +151,15 @@ def test_component_imports_only_wasi_interfaces(component):
     assert any(i.startswith("wasi:nn/graph@0.2.0-rc-2024-10-28") for i in imports)
     assert "export wasi:http/incoming-handler@0.2.0;" in wit
     assert os.path.getsize(component) < 8 * 1024 * 1024
+
+
+def test_spin_manifest_declares_the_component():
+    import tomllib
+    manifest = tomllib.loads((Path(__file__).parent.parent / "spin.toml").read_text())
+    assert manifest["spin_manifest_version"] == 2
+    (trigger,) = manifest["trigger"]["http"]
+    component = manifest["component"][trigger["component"]]
+    assert trigger["route"] == "/..."
+    assert component["source"] == "target/wasm32-wasip2/wasm/embedfn_spin.wasm"
+    assert "-p embedfn-spin --target wasm32-wasip2" in component["build"]["command"]
+    assert component["environment"]["EMBEDDINGS_MODEL_ID"] == component["files"][0]["destination"]

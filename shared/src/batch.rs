@@ -148,7 +148,10 @@ impl Default for BatchLimits {
     fn default() -> Self {
         Self {
             max_tokens: 16_384,
-            max_size: 64,
+            // On small CPUs (Lambda, 2-core containers) padding and attention cost grow faster
+            // than batching saves: 32 short MiniLM texts ran 18 % faster as two sorted passes of
+            // 16 than as one of 32 (the same as 8; 4 and below lose).
+            max_size: 16,
         }
     }
 }

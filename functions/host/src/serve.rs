@@ -88,7 +88,9 @@ impl Server {
         let out = store.data_mut().http().new_response_outparam(sender)?;
         let pre = self.pre.clone();
         let task = tokio::task::spawn(async move {
+            let started = Instant::now();
             let proxy = pre.instantiate_async(&mut store).await?;
+            tracing::debug!(us = started.elapsed().as_micros(), "instantiated");
             proxy
                 .wasi_http_incoming_handler()
                 .call_handle(&mut store, req, out)

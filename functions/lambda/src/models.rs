@@ -117,9 +117,17 @@ fn load(
             spec.kind
         )));
     }
-    let tokenizer = TextTokenizer::from_bytes(&files.tokenizer_json)?;
     let onnx = onnx_path(&dir, config.quantization)?;
-    let backend = OrtBackend::load(env, &onnx, session)?;
+    // The session takes most of start-up; the tokenizer (17 MB of JSON for Jina) parses beside it.
+    let (tokenizer, backend) = std::thread::scope(|s| {
+        let backend = s.spawn(|| OrtBackend::load(env, &onnx, session));
+        let tokenizer = TextTokenizer::from_bytes(&files.tokenizer_json);
+        let backend = backend
+            .join()
+            .unwrap_or_else(|_| Err(Error::Model("session creation panicked".into())));
+        (tokenizer, backend)
+    });
+    let (tokenizer, backend) = (tokenizer?, backend?);
     tracing::info!(
         model = id, onnx = %onnx.display(), device = backend.device, max_length = spec.max_length,
         dims = spec.dims, tasks = spec.tasks.len(), "model loaded"
