@@ -4,8 +4,6 @@
 use std::sync::Arc;
 
 use embedfn_core::ModelKind;
-use embedfn_core::Quantization;
-use embedfn_lambda::ort_backend::SessionOptions;
 use ort::environment::Environment;
 use std::future::Future;
 use wasmtime::component::{Linker, ResourceTable};
@@ -20,7 +18,7 @@ use wasmtime_wasi_nn::wit::WasiNnView;
 use wasmtime_wasi_nn::{Backend, Registry};
 
 use crate::graphs::{Graphs, ModelDir};
-use crate::nn::OrtNn;
+use crate::nn::{NnSettings, OrtNn};
 
 /// `wasi:http` hooks: the component makes no outgoing requests, so any is denied.
 #[derive(Default)]
@@ -81,7 +79,7 @@ pub struct Guest {
     models: Vec<ModelDir>,
     env: Vec<(String, String)>,
     graphs: Graphs,
-    ort: Option<(Arc<Environment>, SessionOptions, Quantization)>,
+    ort: Option<(Arc<Environment>, NnSettings)>,
 }
 
 impl Guest {
@@ -91,7 +89,7 @@ impl Guest {
         models: Vec<ModelDir>,
         extra: Vec<(String, String)>,
         graphs: Graphs,
-        ort: Option<(Arc<Environment>, SessionOptions, Quantization)>,
+        ort: Option<(Arc<Environment>, NnSettings)>,
     ) -> Self {
         let mount = |kind| {
             models
@@ -128,7 +126,7 @@ impl Guest {
         let backends: Vec<Backend> = self
             .ort
             .iter()
-            .map(|(env, options, q)| Backend::from(OrtNn::new(env.clone(), *options, *q)))
+            .map(|(env, settings)| Backend::from(OrtNn::new(env.clone(), *settings)))
             .collect();
         Ok(Host {
             hooks: NoOutgoing,

@@ -28,7 +28,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use crate::cli::Command;
 use crate::graphs::{dir_name, Graphs, ModelDir};
 use crate::guest::Guest;
-use crate::nn::OrtNn;
+use crate::nn::{NnSettings, OrtNn};
 use crate::serve::Server;
 
 /// Variables of the host's environment the component sees too (same meaning as native).
@@ -129,17 +129,21 @@ async fn run(args: cli::Args) -> anyhow::Result<()> {
             let ort = if nn {
                 let (lib, ort_env) = runtime::init()?;
                 tracing::info!(library = %lib.display(), "ONNX Runtime loaded");
-                let options = SessionOptions {
-                    intra_threads: config.intra_threads,
-                    cuda: config.cuda,
+                let settings = NnSettings {
+                    session: SessionOptions {
+                        intra_threads: config.intra_threads,
+                        cuda: config.cuda,
+                    },
+                    quantization: config.quantization,
+                    batching: config.batching,
                 };
-                Some((Arc::new(ort_env), options, config.quantization))
+                Some((Arc::new(ort_env), settings))
             } else {
                 None
             };
             let graphs = match &ort {
-                Some((ort_env, options, q)) => {
-                    graphs::preload(&models, &mut OrtNn::new(ort_env.clone(), *options, *q))?
+                Some((ort_env, settings)) => {
+                    graphs::preload(&models, &mut OrtNn::new(ort_env.clone(), *settings))?
                 }
                 None => Graphs::default(),
             };

@@ -12,8 +12,9 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use embedfn_core::dynamic::{Batcher, BatchingOptions};
 use embedfn_core::files::onnx_path;
-use embedfn_core::Quantization;
+use embedfn_core::{Backend as _, Batch, Quantization, Tensor as CoreTensor};
 use embedfn_lambda::ort_backend::{open_session, SessionOptions};
 use half::{bf16, f16};
 use ort::environment::Environment;
@@ -38,7 +39,7 @@ struct Input {
     rank: usize,
 }
 
-/// A loaded graph: its session and declared inputs and outputs.
+/// A session with its declared inputs and outputs: runs any named tensors (every WIT type).
 pub struct OrtGraph {
     session: Mutex<Session>,
     inputs: Vec<Input>,
@@ -75,13 +76,75 @@ impl OrtGraph {
     }
 }
 
-/// The graph as registered: an `Arc` so execution contexts can reach the shared session.
-pub struct SharedGraph(pub Arc<OrtGraph>);
+/// A text model's padded batch through [`OrtGraph::run`], output 0 as f32: what the core's
+/// dynamic batcher drives.
+struct TextEngine(Arc<OrtGraph>);
+
+impl embedfn_core::Backend for TextEngine {
+    fn forward(&self, b: &Batch) -> embedfn_core::Result<CoreTensor> {
+        let dims = [b.batch as u32, b.seq as u32];
+        let int64 = |v: &[i64], dims: &[u32]| {
+            Tensor::new(
+                dims.to_vec(),
+                TensorType::I64,
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
+        };
+        let mut inputs = vec![
+            ("input_ids".to_string(), int64(&b.input_ids, &dims)),
+            (
+                "attention_mask".to_string(),
+                int64(&b.attention_mask, &dims),
+            ),
+            (
+                "token_type_ids".to_string(),
+                int64(&b.token_type_ids, &dims),
+            ),
+        ];
+        if let Some(task) = b.task_id {
+            inputs.push(("task_id".to_string(), int64(&[task], &[1])));
+        }
+        let outputs = self
+            .0
+            .run(&inputs)
+            .map_err(|e| embedfn_core::Error::Backend(format!("{e:?}")))?;
+        let (_, out) = outputs
+            .into_iter()
+            .next()
+            .ok_or_else(|| embedfn_core::Error::Backend("graph has no outputs".into()))?;
+        let data = match out.ty {
+            TensorType::Fp32 => elements(&out.data, f32::from_le_bytes),
+            TensorType::Fp16 => elements(&out.data, f16::from_le_bytes)
+                .into_iter()
+                .map(f16::to_f32)
+                .collect(),
+            other => {
+                return Err(embedfn_core::Error::Backend(format!(
+                    "output 0 is {other:?}, not a float"
+                )))
+            }
+        };
+        Ok(CoreTensor {
+            shape: out.dimensions.iter().map(|&d| d as usize).collect(),
+            data,
+        })
+    }
+}
+
+/// The graph as registered: the shared session, and the dynamic batcher that groups the text
+/// batches of concurrent instances into shared forward passes (as the native server does).
+pub struct SharedGraph {
+    graph: Arc<OrtGraph>,
+    batcher: Arc<Batcher<TextEngine>>,
+    pad_id: i64,
+}
 
 impl BackendGraph for SharedGraph {
     fn init_execution_context(&self) -> Result<ExecutionContext, BackendError> {
         let context: Box<dyn BackendExecutionContext> = Box::new(OrtContext {
-            graph: self.0.clone(),
+            graph: self.graph.clone(),
+            batcher: self.batcher.clone(),
+            pad_id: self.pad_id,
             inputs: Vec::new(),
             outputs: Vec::new(),
         });
@@ -100,16 +163,75 @@ impl SharedGraph {
 /// One execution context: inputs set by the guest, outputs of the last compute.
 struct OrtContext {
     graph: Arc<OrtGraph>,
+    batcher: Arc<Batcher<TextEngine>>,
+    pad_id: i64,
     inputs: Vec<(String, Tensor)>,
     outputs: Vec<(String, Tensor)>,
 }
 
 impl OrtContext {
+    /// A text model's inputs go through the batcher (output 0 comes back, as f32); anything
+    /// else runs directly.
     fn run(&mut self) -> Result<(), BackendError> {
+        self.outputs = match text_batch(&self.inputs, self.pad_id) {
+            Some(batch) => {
+                let t = self.batcher.forward(&batch).map_err(backend_err)?;
+                let name = self.graph.outputs.first().cloned().unwrap_or_default();
+                let dims = t.shape.iter().map(|&d| d as u32).collect();
+                let bytes = t.data.iter().flat_map(|x| x.to_le_bytes()).collect();
+                vec![(name, Tensor::new(dims, TensorType::Fp32, bytes))]
+            }
+            None => self.graph.run(&self.inputs)?,
+        };
+        Ok(())
+    }
+}
+
+/// The guest's inputs as a core batch, when they are exactly a text model's: int64
+/// `input_ids` and `attention_mask` of one `[batch, seq]` shape, optional `token_type_ids` of
+/// that shape and a one-element `task_id`.
+fn text_batch(inputs: &[(String, Tensor)], pad_id: i64) -> Option<Batch> {
+    let get = |name: &str| inputs.iter().find(|(n, _)| n == name).map(|(_, t)| t);
+    let ints =
+        |t: &Tensor| (t.ty == TensorType::I64).then(|| elements(&t.data, i64::from_le_bytes));
+    let known = ["input_ids", "attention_mask", "token_type_ids", "task_id"];
+    if inputs.iter().any(|(n, _)| !known.contains(&n.as_str())) {
+        return None;
+    }
+    let ids = get("input_ids")?;
+    let [rows, seq] = ids.dimensions[..] else {
+        return None;
+    };
+    let mask = get("attention_mask").filter(|t| t.dimensions == ids.dimensions)?;
+    let types = match get("token_type_ids") {
+        Some(t) if t.dimensions == ids.dimensions => ints(t)?,
+        Some(_) => return None,
+        None => vec![0; (rows * seq) as usize],
+    };
+    let task_id = match get("task_id") {
+        Some(t) => match ints(t)?[..] {
+            [id] => Some(id),
+            _ => return None,
+        },
+        None => None,
+    };
+    Some(Batch {
+        input_ids: ints(ids)?,
+        attention_mask: ints(mask)?,
+        token_type_ids: types,
+        batch: rows as usize,
+        seq: seq as usize,
+        task_id,
+        pad_id,
+    })
+}
+
+impl OrtGraph {
+    /// Runs named tensors: each declared input from the tensor of its name.
+    fn run(&self, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>, BackendError> {
         let mut feeds: Vec<(String, SessionInputValue<'static>)> = Vec::new();
-        for declared in &self.graph.inputs {
-            let tensor = self
-                .inputs
+        for declared in &self.inputs {
+            let tensor = inputs
                 .iter()
                 .find(|(name, _)| *name == declared.name)
                 .map(|(_, t)| t)
@@ -118,15 +240,12 @@ impl OrtContext {
                 })?;
             feeds.push((declared.name.clone(), to_ort(tensor, declared)?.into()));
         }
-        let mut session = self.graph.session.lock().unwrap_or_else(|p| p.into_inner());
+        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
         let outputs = session.run(feeds).map_err(backend_err)?;
-        self.outputs = self
-            .graph
-            .outputs
+        self.outputs
             .iter()
             .map(|name| Ok((name.clone(), from_ort(&outputs[name.as_str()])?)))
-            .collect::<Result<_, BackendError>>()?;
-        Ok(())
+            .collect()
     }
 }
 
@@ -263,18 +382,24 @@ fn from_ort(v: &DynValue) -> Result<Tensor, BackendError> {
 /// bytes is not offered (a guest names a preloaded graph with `load-by-name`).
 pub struct OrtNn {
     env: Arc<Environment>,
-    options: SessionOptions,
-    quantization: Quantization,
+    settings: NnSettings,
+}
+
+/// How graphs are opened and batched: the native server's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct NnSettings {
+    /// Threads and CUDA.
+    pub session: SessionOptions,
+    /// Which ONNX file of a model directory.
+    pub quantization: Quantization,
+    /// Dynamic batching across instances.
+    pub batching: BatchingOptions,
 }
 
 impl OrtNn {
-    /// A backend on `env` with the process's session options and quantization file choice.
-    pub fn new(env: Arc<Environment>, options: SessionOptions, quantization: Quantization) -> Self {
-        Self {
-            env,
-            options,
-            quantization,
-        }
+    /// A backend on `env` with the process's settings.
+    pub fn new(env: Arc<Environment>, settings: NnSettings) -> Self {
+        Self { env, settings }
     }
 }
 
@@ -296,8 +421,58 @@ impl BackendInner for OrtNn {
 
 impl BackendFromDir for OrtNn {
     fn load_from_dir(&mut self, dir: &Path, _: ExecutionTarget) -> Result<Graph, BackendError> {
-        let onnx = onnx_path(dir, self.quantization).map_err(backend_err)?;
-        let graph = OrtGraph::open(&self.env, &onnx, self.options).map_err(backend_err)?;
-        Ok(SharedGraph(Arc::new(graph)).into_graph())
+        let s = self.settings;
+        let onnx = onnx_path(dir, s.quantization).map_err(backend_err)?;
+        let graph = Arc::new(OrtGraph::open(&self.env, &onnx, s.session).map_err(backend_err)?);
+        let engine = TextEngine(graph.clone());
+        // The host serves no /metrics of its own (each instance answers for itself).
+        let batcher = Batcher::new(engine, s.batching, Arc::default()).map_err(backend_err)?;
+        let shared = SharedGraph {
+            graph,
+            batcher: Arc::new(batcher),
+            pad_id: pad_token_id(dir),
+        };
+        Ok(shared.into_graph())
+    }
+}
+
+/// `pad_token_id` from the model's `config.json` (BERT 0, XLM-R 1): merged batches are padded
+/// with it, as position ids may be derived from it.
+fn pad_token_id(dir: &Path) -> i64 {
+    std::fs::read(dir.join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|c| c.get("pad_token_id")?.as_i64())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn int64(v: &[i64], dims: &[u32]) -> Tensor {
+        Tensor::new(
+            dims.to_vec(),
+            TensorType::I64,
+            v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        )
+    }
+
+    #[test]
+    fn text_inputs_become_a_batch_and_others_do_not() {
+        let ids = ("input_ids".to_string(), int64(&[5, 6, 7, 8], &[2, 2]));
+        let mask = ("attention_mask".to_string(), int64(&[1, 1, 1, 0], &[2, 2]));
+        let task = ("task_id".to_string(), int64(&[3], &[1]));
+        let b = text_batch(&[ids.clone(), mask.clone(), task], 1).unwrap();
+        assert_eq!((b.batch, b.seq, b.task_id, b.pad_id), (2, 2, Some(3), 1));
+        assert_eq!(b.token_type_ids, vec![0; 4]);
+        assert_eq!(b.attention_mask, vec![1, 1, 1, 0]);
+        let other = ("pixel_values".to_string(), int64(&[0], &[1]));
+        assert!(text_batch(&[ids.clone(), mask.clone(), other], 0).is_none());
+        let floats = (
+            "input_ids".to_string(),
+            Tensor::new(vec![1, 1], TensorType::Fp32, vec![0; 4]),
+        );
+        assert!(text_batch(&[floats, mask], 0).is_none());
     }
 }
