@@ -39,12 +39,17 @@ def ort_lib():
     return lib
 
 
-@pytest.fixture(scope="session")
-def binary():
-    path = os.environ.get("EMBEDFN_BIN")
-    assert path, "EMBEDFN_BIN must name the built embedfn binary (scripts/test.sh sets it)"
+def built(variable, what):
+    """The path of a build output named by `variable`; fails (never skips) when it is missing."""
+    path = os.environ.get(variable)
+    assert path, f"{variable} must name {what} (scripts/test.sh sets it)"
     assert Path(path).is_file(), path
     return path
+
+
+@pytest.fixture(scope="session")
+def binary():
+    return built("EMBEDFN_BIN", "the built embedfn binary")
 
 
 def free_port():
@@ -94,18 +99,12 @@ class Server:
 
 @pytest.fixture(scope="session")
 def host_binary():
-    path = os.environ.get("EMBEDFN_HOST_BIN")
-    assert path, "EMBEDFN_HOST_BIN must name the built embedfn-host binary (scripts/test.sh sets it)"
-    assert Path(path).is_file(), path
-    return path
+    return built("EMBEDFN_HOST_BIN", "the built embedfn-host binary")
 
 
 @pytest.fixture(scope="session")
 def component():
-    path = os.environ.get("EMBEDFN_COMPONENT")
-    assert path, "EMBEDFN_COMPONENT must name the built embedfn-spin component (scripts/test.sh sets it)"
-    assert Path(path).is_file(), path
-    return path
+    return built("EMBEDFN_COMPONENT", "the built embedfn-spin component")
 
 
 @pytest.fixture(scope="session")

@@ -54,6 +54,26 @@ impl Batch {
         &self.attention_mask[i * self.seq..(i + 1) * self.seq]
     }
 
+    /// The batch as a text model's graph inputs, named as ONNX exports name them, with their
+    /// shapes: `input_ids`, `attention_mask`, `token_type_ids` (`[batch, seq]`), and `task_id`
+    /// (`[1]`) when the batch has one. Engines that feed by name (`wasi:nn`) send these.
+    pub fn named_inputs(&self) -> Vec<(&'static str, &[i64], Vec<usize>)> {
+        let dims = vec![self.batch, self.seq];
+        let mut inputs = vec![
+            ("input_ids", self.input_ids.as_slice(), dims.clone()),
+            (
+                "attention_mask",
+                self.attention_mask.as_slice(),
+                dims.clone(),
+            ),
+            ("token_type_ids", self.token_type_ids.as_slice(), dims),
+        ];
+        if let Some(task) = &self.task_id {
+            inputs.push(("task_id", std::slice::from_ref(task), vec![1]));
+        }
+        inputs
+    }
+
     /// Real (unpadded) tokens in the batch.
     pub fn real_tokens(&self) -> usize {
         self.attention_mask.iter().filter(|&&m| m != 0).count()

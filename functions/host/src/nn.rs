@@ -82,28 +82,15 @@ struct TextEngine(Arc<OrtGraph>);
 
 impl embedfn_core::Backend for TextEngine {
     fn forward(&self, b: &Batch) -> embedfn_core::Result<CoreTensor> {
-        let dims = [b.batch as u32, b.seq as u32];
-        let int64 = |v: &[i64], dims: &[u32]| {
-            Tensor::new(
-                dims.to_vec(),
-                TensorType::I64,
-                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            )
-        };
-        let mut inputs = vec![
-            ("input_ids".to_string(), int64(&b.input_ids, &dims)),
-            (
-                "attention_mask".to_string(),
-                int64(&b.attention_mask, &dims),
-            ),
-            (
-                "token_type_ids".to_string(),
-                int64(&b.token_type_ids, &dims),
-            ),
-        ];
-        if let Some(task) = b.task_id {
-            inputs.push(("task_id".to_string(), int64(&[task], &[1])));
-        }
+        let inputs: Vec<(String, Tensor)> = b
+            .named_inputs()
+            .into_iter()
+            .map(|(name, data, dims)| {
+                let dims = dims.iter().map(|&d| d as u32).collect();
+                let bytes = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+                (name.to_string(), Tensor::new(dims, TensorType::I64, bytes))
+            })
+            .collect();
         let outputs = self
             .0
             .run(&inputs)
