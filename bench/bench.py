@@ -21,6 +21,7 @@ import os
 import platform
 import re
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -30,8 +31,8 @@ import numpy as np
 
 import report
 import workloads as wl
-from contenders import (BATCHED, EMBEDFN, FLOOR, LAMBDA, NO_BATCHING, SEED, WASM, WASM_NO_SNAPSHOT, FloorWorker,
-                         HttpServer, LambdaFunction, embedfn_env, server_env)
+from contenders import (BATCHED, EMBEDFN, FLOOR, LAMBDA, NO_BATCHING, SEED, TRACT, WASM, WASM_NO_SNAPSHOT,
+                         FloorWorker, HttpServer, LambdaFunction, embedfn_env, server_env)
 from onnx_run import mean_pool, pad, sigmoid
 from system import cpu_model, physical_cores
 from textmodel import TextModel
@@ -39,7 +40,7 @@ from textmodel import TextModel
 TOLERANCE = 1e-4
 PRIMARY_MODEL = "minilm"  # cold start and RSS are those of the MiniLM instances
 WORKLOADS_OF = {FLOOR: "abcd", EMBEDFN: "abcde", NO_BATCHING: "abcde", LAMBDA: "abcd", WASM: "abcde",
-                WASM_NO_SNAPSHOT: "b", SEED: "abcde", BATCHED: "abcde"}
+                WASM_NO_SNAPSHOT: "b", TRACT: "abcd", SEED: "abcde", BATCHED: "abcde"}
 
 
 def parse_args():
@@ -53,6 +54,8 @@ def parse_args():
     p.add_argument("--quick", action="store_true", help="fewer repetitions (about a minute)")
     p.add_argument("--host-binary", help="embedfn-host; with --component adds the Wasm host contenders")
     p.add_argument("--component", help="the embedfn-spin component (.wasm)")
+    p.add_argument("--tract-component", help="the tract build; with --host-binary and --wasmtime adds its row")
+    p.add_argument("--wasmtime", help="the stock wasmtime CLI")
     return p.parse_args()
 
 
@@ -74,6 +77,9 @@ class Bench:
             self.contenders.insert(2, NO_BATCHING)
         if args.host_binary and args.component:
             self.contenders[-2:-2] = [WASM, WASM_NO_SNAPSHOT]
+        if args.host_binary and args.tract_component and args.wasmtime:
+            self.contenders[-2:-2] = [TRACT]
+        self.snapshots = {}
         self.instances = {}  # (contender, model) -> process
         self.cold_starts = {c: [] for c in self.contenders}
         self.results = {c: {} for c in self.contenders}
@@ -96,6 +102,13 @@ class Bench:
             snapshot = ["--snapshot"] if contender == WASM else []
             argv = [self.args.host_binary, self.args.component, *snapshot, "--graph", f"{model.dir.name}={model.dir}"]
             proc = HttpServer(name, log, argv, server_env(embedfn_env(self.args.ort_lib, model, {})), probe)
+        elif contender == TRACT:
+            # Stock `wasmtime serve` on the tract build, pre-initialised once per model (a build
+            # step, not part of its cold start).
+            env = server_env({})
+            argv = [self.args.wasmtime, "serve", "-S", "cli=y", "--addr", f"127.0.0.1:{env['PORT']}",
+                    self.tract_snapshot(model)]
+            proc = HttpServer(name, log, argv, env, probe)
         elif contender == LAMBDA:
             proc = LambdaFunction(name, log, self.args.binary, embedfn_env(self.args.ort_lib, model, {}), probe)
         else:
@@ -106,6 +119,16 @@ class Bench:
             proc = HttpServer(name, log, argv, env, probe)
         self.stack.callback(proc.stop)
         return proc
+
+    def tract_snapshot(self, model):
+        """The tract component pre-initialised on `model` (made once per run)."""
+        if model.dir.name not in self.snapshots:
+            out = self.args.out / f"tract-{model.dir.name}.wasm"
+            subprocess.run([self.args.host_binary, "snapshot", self.args.tract_component, str(out), "--graph",
+                            f"{model.dir.name}={model.dir}"], check=True, capture_output=True,
+                           env={**os.environ, "ORT_DYLIB_PATH": self.args.ort_lib})
+            self.snapshots[model.dir.name] = str(out)
+        return self.snapshots[model.dir.name]
 
     @staticmethod
     def probe(model):

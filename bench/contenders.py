@@ -23,9 +23,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from lambda_runtime_api import RuntimeApi, start_function  # noqa: E402
 
-FLOOR, EMBEDFN, NO_BATCHING, LAMBDA, WASM, WASM_NO_SNAPSHOT, SEED, BATCHED = (
+FLOOR, EMBEDFN, NO_BATCHING, LAMBDA, WASM, WASM_NO_SNAPSHOT, TRACT, SEED, BATCHED = (
     "floor (ORT session.run)", "embedfn", "embedfn (no dynamic batching)", "embedfn Lambda",
-    "embedfn Wasm host", "embedfn Wasm host, no snapshot", "seed-style Python", "batched Python")
+    "embedfn Wasm host", "embedfn Wasm host, no snapshot", "embedfn tract, wasmtime serve",
+    "seed-style Python", "batched Python")
 START_TIMEOUT_S = 60
 FUNCTION_URL_EVENT = ROOT / "tests" / "fixtures" / "lambda" / "function-url.json"
 

@@ -7,9 +7,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from contenders import BATCHED, EMBEDFN, FLOOR, LAMBDA, NO_BATCHING, SEED, WASM, WASM_NO_SNAPSHOT  # noqa: E402
+from contenders import BATCHED, EMBEDFN, FLOOR, LAMBDA, NO_BATCHING, SEED, TRACT, WASM, WASM_NO_SNAPSHOT  # noqa: E402
 
-COLORS = {FLOOR: "#7f7f7f", EMBEDFN: "#d62728", NO_BATCHING: "#ff9896", LAMBDA: "#ff7f0e", WASM: "#9467bd", WASM_NO_SNAPSHOT: "#c5b0d5",
+COLORS = {FLOOR: "#7f7f7f", EMBEDFN: "#d62728", NO_BATCHING: "#ff9896", LAMBDA: "#ff7f0e", WASM: "#9467bd", WASM_NO_SNAPSHOT: "#c5b0d5", TRACT: "#8c564b",
           SEED: "#1f77b4", BATCHED: "#17becf"}
 MIB = 1024
 
@@ -63,6 +63,10 @@ def ratios(rows):
         for key in "abcd":
             out.append(_ratio(f"Wasm host / native, p50 latency ({key})", _get(_workload(rows, WASM, key), "p50_ms"),
                               _get(_workload(rows, EMBEDFN, key), "p50_ms"), ("<=", 1.25)))
+        if TRACT in rows:
+            for key in "ab":
+                out.append(_ratio(f"tract in Wasm (stock wasmtime serve) / native, p50 latency ({key})",
+                                  _get(_workload(rows, TRACT, key), "p50_ms"), _get(_workload(rows, EMBEDFN, key), "p50_ms")))
         out.append(_ratio("Wasm host without / with snapshot, p50 latency (b)",
                           _get(_workload(rows, WASM_NO_SNAPSHOT, "b"), "p50_ms"), _get(_workload(rows, WASM, "b"), "p50_ms")))
     return out

@@ -28,15 +28,20 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$EMBEDFN_CACHE/target}"
 if [ -z "${EMBEDFN_BIN:-}" ]; then
   log "building the release binaries (embedfn, embedfn-host, the embedfn-spin component)"
   rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
-  (cd "$ROOT" && cargo build --release -p embedfn-lambda --bin embedfn && cargo build --release -p embedfn-host \
-    && cargo build --profile wasm -p embedfn-spin --target wasm32-wasip2)
+  (cd "$ROOT" && cargo build --release -p embedfn-lambda --bin embedfn && cargo build --release -p embedfn-host)
   EMBEDFN_BIN="$CARGO_TARGET_DIR/release/embedfn"
   EMBEDFN_HOST_BIN="$CARGO_TARGET_DIR/release/embedfn-host"
-  EMBEDFN_COMPONENT="$CARGO_TARGET_DIR/wasm32-wasip2/wasm/embedfn_spin.wasm"
+  EMBEDFN_TRACT_COMPONENT="$("$ROOT/scripts/build-component.sh" tract)"
+  EMBEDFN_COMPONENT="$("$ROOT/scripts/build-component.sh" wasi-nn)"
 fi
 wasm=()
 if [ -n "${EMBEDFN_HOST_BIN:-}" ] && [ -n "${EMBEDFN_COMPONENT:-}" ]; then
   wasm=(--host-binary "$EMBEDFN_HOST_BIN" --component "$EMBEDFN_COMPONENT")
+fi
+if [ -n "${EMBEDFN_HOST_BIN:-}" ] && [ -n "${EMBEDFN_TRACT_COMPONENT:-}" ]; then
+  wasmtime="$("$BENCH_PY" -c 'import wasmtime_cli, pathlib; print(pathlib.Path(wasmtime_cli.__file__).parent / "wasmtime")')"
+  chmod +x "$wasmtime"
+  wasm+=(--tract-component "$EMBEDFN_TRACT_COMPONENT" --wasmtime "$wasmtime")
 fi
 log "benchmarking $EMBEDFN_BIN ${wasm[*]}"
 exec "$BENCH_PY" "$ROOT/bench/bench.py" --binary "$EMBEDFN_BIN" --ort-lib "$ort_lib" --models "$models" \

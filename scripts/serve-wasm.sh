@@ -8,8 +8,6 @@ source "$(dirname "$0")/lib.sh"
 export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$("$ROOT/scripts/fetch-onnxruntime.sh")}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$EMBEDFN_CACHE/target}"
 cd "$ROOT"
-rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
-cargo build --profile wasm -p embedfn-spin --target wasm32-wasip2
+component="$(scripts/build-component.sh wasi-nn)"
 cargo build --release -p embedfn-host
-exec "$CARGO_TARGET_DIR/release/embedfn-host" \
-  "$CARGO_TARGET_DIR/wasm32-wasip2/wasm/embedfn_spin.wasm" --snapshot "$@"
+exec "$CARGO_TARGET_DIR/release/embedfn-host" "$component" --snapshot "$@"

@@ -19,16 +19,19 @@ log "cargo fmt / clippy"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy -p embedfn-spin --target wasm32-wasip2 --profile wasm -- -D warnings
+cargo clippy -p embedfn-spin --target wasm32-wasip2 --profile wasm --no-default-features --features tract -- -D warnings
 log "embedfn-core for wasm32-wasip2 (no I/O, no ort)"
 cargo build -p embedfn-core --target wasm32-wasip2 --release
 log "Rust tests"
 cargo test --workspace
-log "release builds: embedfn, embedfn-host, the embedfn-spin component"
+log "release builds: embedfn, embedfn-host, the embedfn-spin component (tract and wasi-nn builds)"
 cargo build --release -p embedfn-lambda --bin embedfn
 cargo build --release -p embedfn-host
-cargo build --profile wasm -p embedfn-spin --target wasm32-wasip2
+scripts/build-component.sh tract >/dev/null
+scripts/build-component.sh wasi-nn >/dev/null
 log "end-to-end tests against the release binaries"
 EMBEDFN_BIN="$CARGO_TARGET_DIR/release/embedfn" \
 EMBEDFN_HOST_BIN="$CARGO_TARGET_DIR/release/embedfn-host" \
-EMBEDFN_COMPONENT="$CARGO_TARGET_DIR/wasm32-wasip2/wasm/embedfn_spin.wasm" \
+EMBEDFN_COMPONENT="$CARGO_TARGET_DIR/wasm32-wasip2/wasm/embedfn_spin_nn.wasm" \
+EMBEDFN_TRACT_COMPONENT="$CARGO_TARGET_DIR/wasm32-wasip2/wasm/embedfn_spin_tract.wasm" \
   "$PY" -m pytest tests -q -p no:cacheprovider "$@"

@@ -68,6 +68,7 @@ class Server:
         full.update({"HOST": "127.0.0.1", "PORT": str(self.port), "ORT_DYLIB_PATH": ort_lib,
                      "ORT_INTRA_THREADS": "1", "USE_CUDA": "false", "HF_HUB_OFFLINE": "1"})
         full.update(env)
+        args = [a.replace("{port}", str(self.port)) for a in args]  # for CLIs that take --addr
         self.proc = subprocess.Popen([binary, *args], env=full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True)
         deadline = time.time() + 180  # a cold embedfn-host compiles the component first

@@ -66,6 +66,9 @@ fn key(engine: &Engine, wasm: &[u8]) -> String {
 pub async fn snapshot(engine: &Engine, guest: &Guest, wasm: &[u8]) -> anyhow::Result<Vec<u8>> {
     let linker = guest::linker(engine, true)?;
     let mut store = Store::new(engine, guest.store_data()?);
+    // Wizer reads the whole linear memory back through the component model; a component with
+    // a model inside (the tract build) has more of it than the default 128 MiB allowance.
+    store.set_hostcall_fuel(usize::MAX);
     let (snap, _) = Wizer::new()
         .init_func("wizer-initialize")
         // Without it Wizer writes a component whose exports no longer line up.

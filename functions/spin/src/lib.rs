@@ -2,18 +2,22 @@
 //!
 //! The handler hands every request to the core's route table, so each route answers exactly as
 //! on the native server; tokenizing, pooling and ranking run inside Wasm, and the model runs in
-//! the host through `wasi:nn` ([`nn`]). State is built once ([`state`]); Wizer can snapshot it
+//! the host through `wasi:nn` (default feature `wasi-nn`), or inside the component with tract
+//! (feature `tract`: needs nothing from the host, so it runs under stock Spin and Wasmtime). State is built once ([`state`]); Wizer can snapshot it
 //! into the component so that a fresh instance per request pays no parsing.
 
+#[cfg(not(feature = "tract"))]
 mod nn;
 mod state;
+#[cfg(feature = "tract")]
+mod tract;
 
 use embedfn_core::router::{error_reply, Api};
 use embedfn_core::{route, Error, Reply};
 use spin_sdk::http::{Request, Response};
 use spin_sdk::http_component;
 
-#[allow(missing_docs, clippy::all)]
+#[allow(missing_docs, dead_code, clippy::all)]
 mod bindings {
     spin_sdk::wit_bindgen::generate!({
         world: "component",

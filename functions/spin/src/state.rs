@@ -1,4 +1,4 @@
-//! The component's state, built once per instance — or once for all instances, when Wizer
+//! The component's state (the models on this build's engine), built once per instance — or once for all instances, when Wizer
 //! pre-initialises the component through [`wizer_initialize`](crate::bindings::Guest).
 //!
 //! Configuration comes from environment variables, as on the native server:
@@ -17,12 +17,33 @@ use embedfn_core::{
     Registry, RerankOptions, Reranker, Result, Served, TextTokenizer,
 };
 
-use crate::nn::NnBackend;
+/// The engine of this build: tract inside the component, or the host's `wasi:nn`.
+#[cfg(feature = "tract")]
+type Engine = crate::tract::TractBackend;
+#[cfg(not(feature = "tract"))]
+type Engine = crate::nn::NnBackend;
 
-static APP: OnceLock<std::result::Result<App<NnBackend>, String>> = OnceLock::new();
+/// The engine for the model in `dir`, served as `name`.
+fn engine(dir: &Path, name: &str) -> Result<Engine> {
+    #[cfg(feature = "tract")]
+    {
+        let _ = name;
+        let quantization = var("ONNX_QUANTIZATION").unwrap_or_default();
+        let quantization = Quantization::parse(&quantization)
+            .map_err(|e| Error::Model(format!("ONNX_QUANTIZATION: {e}")))?;
+        crate::tract::TractBackend::load(&onnx_path(dir, quantization)?)
+    }
+    #[cfg(not(feature = "tract"))]
+    {
+        let _ = dir;
+        Ok(crate::nn::NnBackend::new(name))
+    }
+}
+
+static APP: OnceLock<std::result::Result<App<Engine>, String>> = OnceLock::new();
 
 /// The app, built on first use.
-pub fn app() -> std::result::Result<&'static App<NnBackend>, &'static str> {
+pub fn app() -> std::result::Result<&'static App<Engine>, &'static str> {
     APP.get_or_init(|| build().map_err(|e| e.to_string()))
         .as_ref()
         .map_err(String::as_str)
@@ -66,14 +87,14 @@ fn load(dir: &str, expected: ModelKind) -> Result<(ModelSpec, TextTokenizer, Ser
     Ok((spec, tokenizer, Served { info, model: () }))
 }
 
-fn build() -> Result<App<NnBackend>> {
+fn build() -> Result<App<Engine>> {
     let instructions =
         var("TASK_INSTRUCTIONS").is_none_or(|v| !matches!(v.as_str(), "0" | "false"));
     let max_request_tokens = number("MAX_REQUEST_TOKENS", MAX_REQUEST_TOKENS)?;
     let embedder = model_dir("EMBEDDINGS_MODEL_ID", "/models/embedder")
         .map(|dir| -> Result<_> {
             let (spec, tokenizer, served) = load(&dir, ModelKind::Embedding)?;
-            let backend = NnBackend::new(served.info.name.clone());
+            let backend = engine(Path::new(&dir), &served.info.name)?;
             let options = EmbedderOptions {
                 instructions,
                 default_task: var("DEFAULT_TASK"),
@@ -89,7 +110,7 @@ fn build() -> Result<App<NnBackend>> {
     let reranker = model_dir("RERANKER_MODEL_ID", "none")
         .map(|dir| -> Result<_> {
             let (spec, tokenizer, served) = load(&dir, ModelKind::CrossEncoder)?;
-            let backend = NnBackend::new(served.info.name.clone());
+            let backend = engine(Path::new(&dir), &served.info.name)?;
             let options = RerankOptions {
                 max_request_tokens,
                 ..RerankOptions::default()

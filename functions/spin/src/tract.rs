@@ -1,0 +1,288 @@
+//! The core's [`Backend`] inside the component, on the pure-Rust ONNX engine tract: the build
+//! that needs no inference from the host, so it runs under stock `spin up` and `wasmtime serve`.
+//!
+//! The model is parsed and optimised once (at pre-initialisation, so a Wizer snapshot holds the
+//! ready plan) with symbolic `[B, S]` inputs, and the plan is reused by every call. Two rewrites
+//! happen at load:
+//! - `CumSum` over int64 (XLM-R position ids) would run on tract's symbolic-integer type, which
+//!   its `CumSum` does not take: our parser casts to int64 and back around it.
+//! - Weight-only int8 exports `Cast` their tables to f32 on every call (tract folds constants
+//!   only up to 4 MiB of growth): constant `Cast`s are folded once here.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use embedfn_core::{Backend, Batch, Error, Result, Tensor};
+use tract_onnx::model::ParsingContext;
+use tract_onnx::pb::{ModelProto, NodeProto};
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ops::array::CumSum as CoreCumSum;
+use tract_onnx::tract_core::ops::cast::{cast, Cast};
+use tract_onnx::tract_hir::internal::{
+    check_input_arity, check_output_arity, expand, Expansion, Factoid, InferenceOp,
+    InferenceResult, Solver, StaticName, TensorProxy,
+};
+
+fn tract_err(e: impl std::fmt::Display) -> Error {
+    Error::Backend(format!("tract: {e}"))
+}
+
+/// What one graph input is fed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Feed {
+    InputIds,
+    AttentionMask,
+    TokenTypeIds,
+    /// `task_id` with its rank.
+    TaskId(usize),
+}
+
+/// A model's optimised plan.
+pub struct TractBackend {
+    plan: Arc<TypedRunnableModel>,
+    feeds: Vec<Feed>,
+}
+
+impl std::fmt::Debug for TractBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TractBackend")
+            .field("feeds", &self.feeds)
+            .finish()
+    }
+}
+
+impl TractBackend {
+    /// Parses and optimises `onnx` (its external data beside it is read too).
+    pub fn load(onnx: &Path) -> Result<Self> {
+        let mut framework = tract_onnx::onnx().with_ignore_value_info(true);
+        framework.op_register.insert("CumSum", cumsum);
+        let mut proto = framework.proto_model_for_path(onnx).map_err(tract_err)?;
+        inline_external_data(&mut proto, onnx.parent().unwrap_or(Path::new(".")))?;
+        let mut model = framework.parse(&proto, None).map_err(tract_err)?.model;
+        let (b, s) = (model.sym("B"), model.sym("S"));
+        let mut feeds = Vec::new();
+        let outlets = model.input_outlets().map_err(tract_err)?.to_vec();
+        for (ix, outlet) in outlets.iter().enumerate() {
+            let name = model.node(outlet.node).name.clone();
+            let feed = match name.as_str() {
+                "input_ids" => Feed::InputIds,
+                "attention_mask" => Feed::AttentionMask,
+                "token_type_ids" => Feed::TokenTypeIds,
+                "task_id" => {
+                    let rank = model
+                        .input_fact(ix)
+                        .ok()
+                        .and_then(|f| f.shape.rank().concretize())
+                        .map_or(0, |r| r.max(0) as usize);
+                    model
+                        .set_input_fact(ix, i64::fact(vec![1usize; rank]).into())
+                        .map_err(tract_err)?;
+                    feeds.push(Feed::TaskId(rank));
+                    continue;
+                }
+                other => {
+                    return Err(Error::Model(format!(
+                        "graph input '{other}' is not one embedfn can feed"
+                    )))
+                }
+            };
+            model
+                .set_input_fact(
+                    ix,
+                    i64::fact([TDim::from(b.clone()), TDim::from(s.clone())]).into(),
+                )
+                .map_err(tract_err)?;
+            feeds.push(feed);
+        }
+        let mut typed = model
+            .into_typed()
+            .and_then(|m| m.into_decluttered())
+            .map_err(tract_err)?;
+        fold_constant_casts(&mut typed).map_err(tract_err)?;
+        let plan = typed
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(tract_err)?;
+        Ok(Self { plan, feeds })
+    }
+}
+
+/// Reads external weights (`model.onnx_data`) into the initializers: tract resolves them with
+/// `canonicalize`, which WASI does not offer.
+fn inline_external_data(proto: &mut ModelProto, dir: &Path) -> Result<()> {
+    let Some(graph) = proto.graph.as_mut() else {
+        return Ok(());
+    };
+    let mut files: std::collections::HashMap<String, Vec<u8>> = Default::default();
+    for t in &mut graph.initializer {
+        if t.external_data.is_empty() {
+            continue;
+        }
+        let field = |key: &str| {
+            t.external_data
+                .iter()
+                .find(|e| e.key == key)
+                .map(|e| e.value.clone())
+        };
+        let location = field("location")
+            .filter(|l| !l.contains("..") && !l.starts_with('/'))
+            .ok_or_else(|| Error::Model(format!("{}: bad external data location", t.name)))?;
+        let number = |key| field(key).map(|v| v.parse::<usize>()).transpose();
+        let bad = |e| Error::Model(format!("{}: external data: {e}", t.name));
+        let offset = number("offset").map_err(bad)?.unwrap_or(0);
+        let length = number("length").map_err(bad)?;
+        if !files.contains_key(&location) {
+            let bytes = std::fs::read(dir.join(&location))
+                .map_err(|e| Error::Model(format!("{}: {e}", dir.join(&location).display())))?;
+            files.insert(location.clone(), bytes);
+        }
+        let file = &files[&location];
+        let end = length.map_or(file.len(), |l| offset + l);
+        t.raw_data = file
+            .get(offset..end)
+            .ok_or_else(|| Error::Model(format!("{}: external data out of range", t.name)))?
+            .to_vec();
+        t.external_data.clear();
+        t.data_location = None;
+    }
+    Ok(())
+}
+
+/// Replaces every `Cast` of a constant by the cast constant, until none is left.
+fn fold_constant_casts(model: &mut TypedModel) -> TractResult<()> {
+    loop {
+        let mut patch = None;
+        for id in model.eval_order()? {
+            let node = model.node(id);
+            let Some(op) = node.op_as::<Cast>() else {
+                continue;
+            };
+            let Some(k) = model.outlet_fact(node.inputs[0])?.konst.clone() else {
+                continue;
+            };
+            let folded = k.cast_to_dt(op.to)?.into_owned();
+            let mut p = TypedModelPatch::default();
+            let wire = p.add_const(format!("{}.folded", node.name), folded)?;
+            p.shunt_outside(model, OutletId::new(id, 0), wire)?;
+            patch = Some(p);
+            break;
+        }
+        match patch {
+            Some(p) => p.apply(model)?,
+            None => break,
+        }
+    }
+    model.prop_consts()
+}
+
+/// `CumSum` that casts tract's symbolic integers to int64 and back around the core op.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+struct CumSumI64 {
+    reverse: bool,
+    exclusive: bool,
+}
+
+impl Expansion for CumSumI64 {
+    fn name(&self) -> StaticName {
+        "CumSumI64".into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_input_arity(inputs, 2)?;
+        check_output_arity(outputs, 1)?;
+        s.equals(&inputs[0].datum_type, &outputs[0].datum_type)?;
+        s.equals(&inputs[0].shape, &outputs[0].shape)?;
+        s.equals(&inputs[1].rank, 0)?;
+        Ok(())
+    }
+
+    fn wire(
+        &self,
+        prefix: &str,
+        model: &mut TypedModel,
+        inputs: &[OutletId],
+    ) -> TractResult<TVec<OutletId>> {
+        let axis = model
+            .outlet_fact(inputs[1])?
+            .konst
+            .as_ref()
+            .ok_or_else(|| TractError::msg("CumSum axis must be a constant"))?
+            .cast_to_scalar::<i64>()?;
+        let fact = model.outlet_fact(inputs[0])?.clone();
+        let axis = if axis < 0 {
+            axis + fact.rank() as i64
+        } else {
+            axis
+        } as usize;
+        let symbolic = fact.datum_type == TDim::datum_type();
+        let mut x = inputs[0];
+        if symbolic {
+            x = model.wire_node(format!("{prefix}.i64"), cast(i64::datum_type()), &[x])?[0];
+        }
+        let op = CoreCumSum {
+            axis,
+            exclusive: self.exclusive,
+            reverse: self.reverse,
+        };
+        let mut y = model.wire_node(prefix, op, &[x])?[0];
+        if symbolic {
+            y = model.wire_node(format!("{prefix}.tdim"), cast(TDim::datum_type()), &[y])?[0];
+        }
+        Ok(tvec!(y))
+    }
+}
+
+fn cumsum(
+    _: &ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let op = CumSumI64 {
+        reverse: node.get_attr_opt::<i64>("reverse")? == Some(1),
+        exclusive: node.get_attr_opt::<i64>("exclusive")? == Some(1),
+    };
+    Ok((expand(op), vec![]))
+}
+
+fn int64(data: &[i64], shape: &[usize]) -> Result<TValue> {
+    Ok(tract_onnx::prelude::Tensor::from_shape(shape, data)
+        .map_err(tract_err)?
+        .into())
+}
+
+impl Backend for TractBackend {
+    fn forward(&self, batch: &Batch) -> Result<Tensor> {
+        let dims = [batch.batch, batch.seq];
+        let inputs = self
+            .feeds
+            .iter()
+            .map(|feed| match feed {
+                Feed::InputIds => int64(&batch.input_ids, &dims),
+                Feed::AttentionMask => int64(&batch.attention_mask, &dims),
+                Feed::TokenTypeIds => int64(&batch.token_type_ids, &dims),
+                Feed::TaskId(rank) => {
+                    let id = batch.task_id.ok_or_else(|| {
+                        Error::Backend(
+                            "the graph takes task_id but the model lists no tasks".into(),
+                        )
+                    })?;
+                    int64(&[id], &vec![1; *rank])
+                }
+            })
+            .collect::<Result<TVec<TValue>>>()?;
+        let outputs = self.plan.run(inputs).map_err(tract_err)?;
+        let out = outputs[0].cast_to::<f32>().map_err(tract_err)?;
+        let data = out
+            .try_as_plain_ram()
+            .and_then(|v| v.as_slice::<f32>().map(<[f32]>::to_vec))
+            .map_err(tract_err)?;
+        Ok(Tensor {
+            shape: out.shape().to_vec(),
+            data,
+        })
+    }
+}

