@@ -74,6 +74,24 @@ impl Batch {
         inputs
     }
 
+    /// The data and shape `feed` takes from this batch.
+    pub fn feed(&self, feed: Feed) -> Result<(&[i64], Vec<usize>)> {
+        let dims = vec![self.batch, self.seq];
+        Ok(match feed {
+            Feed::InputIds => (&self.input_ids, dims),
+            Feed::AttentionMask => (&self.attention_mask, dims),
+            Feed::TokenTypeIds => (&self.token_type_ids, dims),
+            Feed::TaskId(rank) => {
+                let task = self.task_id.as_ref().ok_or_else(|| {
+                    Error::Backend(
+                        "the graph takes task_id but config.json lists no lora_adaptations".into(),
+                    )
+                })?;
+                (std::slice::from_ref(task), vec![1; rank])
+            }
+        })
+    }
+
     /// Real (unpadded) tokens in the batch.
     pub fn real_tokens(&self) -> usize {
         self.attention_mask.iter().filter(|&&m| m != 0).count()
@@ -152,6 +170,36 @@ impl Tensor {
             out.push(t);
         }
         Ok(out)
+    }
+}
+
+/// What one graph input of a text model is fed with, by the names ONNX exports use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    /// `input_ids`
+    InputIds,
+    /// `attention_mask`
+    AttentionMask,
+    /// `token_type_ids`
+    TokenTypeIds,
+    /// `task_id`, with the rank the graph declares for it (0 or 1).
+    TaskId(usize),
+}
+
+impl Feed {
+    /// The feed of the graph input `name` declared with `rank` dimensions.
+    pub fn for_input(name: &str, rank: usize) -> Result<Feed> {
+        Ok(match name {
+            "input_ids" => Feed::InputIds,
+            "attention_mask" => Feed::AttentionMask,
+            "token_type_ids" => Feed::TokenTypeIds,
+            "task_id" => Feed::TaskId(rank),
+            other => {
+                return Err(Error::Model(format!(
+                    "graph input '{other}' is not one embedfn can feed"
+                )))
+            }
+        })
     }
 }
 

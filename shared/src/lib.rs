@@ -35,7 +35,7 @@ pub mod time;
 pub mod tokenize;
 
 pub use backend::{Backend, Tensor};
-pub use batch::{Batch, BatchLimits};
+pub use batch::{Batch, BatchLimits, Feed};
 pub use embed::{EmbedParams, Embedder, EmbedderOptions, Input};
 pub use error::{Error, Result};
 pub use metrics::Metrics;

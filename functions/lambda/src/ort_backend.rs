@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use embedfn_core::{Backend, Batch, Error, Result, Tensor};
+use embedfn_core::{Backend, Batch, Error, Feed, Result, Tensor};
 use ort::environment::Environment;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
@@ -31,16 +31,6 @@ pub struct SessionOptions {
 enum IntType {
     I64,
     I32,
-}
-
-/// What one graph input is fed with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Feed {
-    InputIds,
-    AttentionMask,
-    TokenTypeIds,
-    /// `task_id`, with its rank (0 or 1).
-    TaskId(usize),
 }
 
 /// An ONNX Runtime session as a core backend.
@@ -145,17 +135,7 @@ fn feed_for(name: &str, dtype: &ValueType) -> Result<(String, Feed, IntType)> {
             )))
         }
     };
-    let feed = match name {
-        "input_ids" => Feed::InputIds,
-        "attention_mask" => Feed::AttentionMask,
-        "token_type_ids" => Feed::TokenTypeIds,
-        "task_id" => Feed::TaskId(dtype.tensor_shape().map_or(0, |s| s.len())),
-        other => {
-            return Err(model_err(format!(
-                "graph input '{other}' is not one embedfn can feed"
-            )))
-        }
-    };
+    let feed = Feed::for_input(name, dtype.tensor_shape().map_or(0, |s| s.len()))?;
     Ok((name.to_string(), feed, int))
 }
 
@@ -180,25 +160,10 @@ fn tensor(data: &[i64], shape: Vec<usize>, int: IntType) -> Result<SessionInputV
 
 impl Backend for OrtBackend {
     fn forward(&self, batch: &Batch) -> Result<Tensor> {
-        let dims = vec![batch.batch, batch.seq];
-        let task_id = batch.task_id.map(|id| [id]);
         let mut inputs: Vec<(&str, SessionInputValue)> = Vec::with_capacity(self.feeds.len());
         for (name, feed, int) in &self.feeds {
-            let value = match feed {
-                Feed::InputIds => tensor(&batch.input_ids, dims.clone(), *int)?,
-                Feed::AttentionMask => tensor(&batch.attention_mask, dims.clone(), *int)?,
-                Feed::TokenTypeIds => tensor(&batch.token_type_ids, dims.clone(), *int)?,
-                Feed::TaskId(rank) => {
-                    let id = task_id.as_ref().ok_or_else(|| {
-                        Error::Backend(
-                            "the graph takes task_id but config.json lists no lora_adaptations"
-                                .into(),
-                        )
-                    })?;
-                    tensor(id, if *rank == 0 { vec![] } else { vec![1] }, *int)?
-                }
-            };
-            inputs.push((name.as_str(), value));
+            let (data, shape) = batch.feed(*feed)?;
+            inputs.push((name.as_str(), tensor(data, shape, *int)?));
         }
         let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
         let outputs = session.run(inputs).map_err(run_err)?;

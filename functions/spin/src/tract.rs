@@ -12,7 +12,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use embedfn_core::{Backend, Batch, Error, Result, Tensor};
+use embedfn_core::{Backend, Batch, Error, Feed, Result, Tensor};
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::{ModelProto, NodeProto};
 use tract_onnx::prelude::*;
@@ -25,16 +25,6 @@ use tract_onnx::tract_hir::internal::{
 
 fn tract_err(e: impl std::fmt::Display) -> Error {
     Error::Backend(format!("tract: {e}"))
-}
-
-/// What one graph input is fed with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Feed {
-    InputIds,
-    AttentionMask,
-    TokenTypeIds,
-    /// `task_id` with its rank.
-    TaskId(usize),
 }
 
 /// A model's optimised plan.
@@ -64,34 +54,18 @@ impl TractBackend {
         let outlets = model.input_outlets().map_err(tract_err)?.to_vec();
         for (ix, outlet) in outlets.iter().enumerate() {
             let name = model.node(outlet.node).name.clone();
-            let feed = match name.as_str() {
-                "input_ids" => Feed::InputIds,
-                "attention_mask" => Feed::AttentionMask,
-                "token_type_ids" => Feed::TokenTypeIds,
-                "task_id" => {
-                    let rank = model
-                        .input_fact(ix)
-                        .ok()
-                        .and_then(|f| f.shape.rank().concretize())
-                        .map_or(0, |r| r.max(0) as usize);
-                    model
-                        .set_input_fact(ix, i64::fact(vec![1usize; rank]).into())
-                        .map_err(tract_err)?;
-                    feeds.push(Feed::TaskId(rank));
-                    continue;
-                }
-                other => {
-                    return Err(Error::Model(format!(
-                        "graph input '{other}' is not one embedfn can feed"
-                    )))
-                }
+            let rank = model
+                .input_fact(ix)
+                .ok()
+                .and_then(|f| f.shape.rank().concretize())
+                .map_or(0, |r| r.max(0) as usize);
+            let feed = Feed::for_input(&name, rank)?;
+            let fact = match feed {
+                // `task_id` keeps the graph's rank: a scalar or `[1]`.
+                Feed::TaskId(rank) => i64::fact(vec![1usize; rank]),
+                _ => i64::fact([TDim::from(b.clone()), TDim::from(s.clone())]),
             };
-            model
-                .set_input_fact(
-                    ix,
-                    i64::fact([TDim::from(b.clone()), TDim::from(s.clone())]).into(),
-                )
-                .map_err(tract_err)?;
+            model.set_input_fact(ix, fact.into()).map_err(tract_err)?;
             feeds.push(feed);
         }
         let mut typed = model
@@ -256,22 +230,12 @@ fn int64(data: &[i64], shape: &[usize]) -> Result<TValue> {
 
 impl Backend for TractBackend {
     fn forward(&self, batch: &Batch) -> Result<Tensor> {
-        let dims = [batch.batch, batch.seq];
         let inputs = self
             .feeds
             .iter()
-            .map(|feed| match feed {
-                Feed::InputIds => int64(&batch.input_ids, &dims),
-                Feed::AttentionMask => int64(&batch.attention_mask, &dims),
-                Feed::TokenTypeIds => int64(&batch.token_type_ids, &dims),
-                Feed::TaskId(rank) => {
-                    let id = batch.task_id.ok_or_else(|| {
-                        Error::Backend(
-                            "the graph takes task_id but the model lists no tasks".into(),
-                        )
-                    })?;
-                    int64(&[id], &vec![1; *rank])
-                }
+            .map(|feed| {
+                let (data, shape) = batch.feed(*feed)?;
+                int64(data, &shape)
             })
             .collect::<Result<TVec<TValue>>>()?;
         let outputs = self.plan.run(inputs).map_err(tract_err)?;
