@@ -11,11 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import requests
 
 from conftest import built
 from test_errors import CASES
-from test_wasm import JINA_REQUESTS, MINILM_REQUESTS, exchange, same
+from test_wasm import JINA_REQUESTS, MINILM_REQUESTS, exchange, raw_exchange, same
 
 
 @pytest.fixture(scope="session")
@@ -83,12 +82,7 @@ def test_jina_fixtures_under_stock_wasmtime_answer_as_native(jina, stock_jina, m
 
 @pytest.mark.parametrize("method, path, body, status, fragment", CASES, ids=lambda x: str(x)[:30])
 def test_bad_input_answers_as_native(jina, stock_jina, method, path, body, status, fragment):
-    def send(server):
-        data = body if isinstance(body, bytes) else None
-        r = requests.request(method, server.url + path, data=data, json=None if data is not None else body,
-                             timeout=60)
-        return r.status_code, r.text
-    assert send(stock_jina) == send(jina)
+    assert raw_exchange(stock_jina, method, path, body) == raw_exchange(jina, method, path, body)
 
 
 def test_embedfn_host_without_wasi_nn_serves_it(start, host_binary, jina_snapshot, jina):

@@ -108,14 +108,16 @@ def test_base64_vectors_match_native(minilm, wasm_minilm):
         close(w, n)
 
 
+def raw_exchange(server, method, path, body):
+    """Status and body text; `body` as raw bytes when it is bytes, else as JSON."""
+    data = body if isinstance(body, bytes) else None
+    r = requests.request(method, server.url + path, data=data, json=None if data is not None else body, timeout=60)
+    return r.status_code, r.text
+
+
 @pytest.mark.parametrize("method, path, body, status, fragment", CASES, ids=lambda x: str(x)[:30])
 def test_bad_input_answers_as_native(jina, wasm_jina, method, path, body, status, fragment):
-    def send(server):
-        data = body if isinstance(body, bytes) else None
-        r = requests.request(method, server.url + path, data=data, json=None if data is not None else body,
-                             timeout=60)
-        return r.status_code, r.text
-    native, wasm = send(jina), send(wasm_jina)
+    native, wasm = raw_exchange(jina, method, path, body), raw_exchange(wasm_jina, method, path, body)
     assert wasm == native
     assert wasm[0] == status
 

@@ -187,19 +187,27 @@ pub enum Feed {
 }
 
 impl Feed {
+    /// The graph input's name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Feed::InputIds => "input_ids",
+            Feed::AttentionMask => "attention_mask",
+            Feed::TokenTypeIds => "token_type_ids",
+            Feed::TaskId(_) => "task_id",
+        }
+    }
+
     /// The feed of the graph input `name` declared with `rank` dimensions.
     pub fn for_input(name: &str, rank: usize) -> Result<Feed> {
-        Ok(match name {
-            "input_ids" => Feed::InputIds,
-            "attention_mask" => Feed::AttentionMask,
-            "token_type_ids" => Feed::TokenTypeIds,
-            "task_id" => Feed::TaskId(rank),
-            other => {
-                return Err(Error::Model(format!(
-                    "graph input '{other}' is not one embedfn can feed"
-                )))
-            }
-        })
+        [
+            Feed::InputIds,
+            Feed::AttentionMask,
+            Feed::TokenTypeIds,
+            Feed::TaskId(rank),
+        ]
+        .into_iter()
+        .find(|f| f.name() == name)
+        .ok_or_else(|| Error::Model(format!("graph input '{name}' is not one embedfn can feed")))
     }
 }
 

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use embedfn_core::dynamic::{Batcher, BatchingOptions};
 use embedfn_core::files::onnx_path;
-use embedfn_core::{Backend as _, Batch, Quantization, Tensor as CoreTensor};
+use embedfn_core::{Backend as _, Batch, Feed, Quantization, Tensor as CoreTensor};
 use embedfn_lambda::ort_backend::{open_session, SessionOptions};
 use half::{bf16, f16};
 use ort::environment::Environment;
@@ -181,21 +181,20 @@ fn text_batch(inputs: &[(String, Tensor)], pad_id: i64) -> Option<Batch> {
     let get = |name: &str| inputs.iter().find(|(n, _)| n == name).map(|(_, t)| t);
     let ints =
         |t: &Tensor| (t.ty == TensorType::I64).then(|| elements(&t.data, i64::from_le_bytes));
-    let known = ["input_ids", "attention_mask", "token_type_ids", "task_id"];
-    if inputs.iter().any(|(n, _)| !known.contains(&n.as_str())) {
+    if inputs.iter().any(|(n, _)| Feed::for_input(n, 0).is_err()) {
         return None;
     }
-    let ids = get("input_ids")?;
+    let ids = get(Feed::InputIds.name())?;
     let [rows, seq] = ids.dimensions[..] else {
         return None;
     };
-    let mask = get("attention_mask").filter(|t| t.dimensions == ids.dimensions)?;
-    let types = match get("token_type_ids") {
+    let mask = get(Feed::AttentionMask.name()).filter(|t| t.dimensions == ids.dimensions)?;
+    let types = match get(Feed::TokenTypeIds.name()) {
         Some(t) if t.dimensions == ids.dimensions => ints(t)?,
         Some(_) => return None,
         None => vec![0; (rows * seq) as usize],
     };
-    let task_id = match get("task_id") {
+    let task_id = match get(Feed::TaskId(1).name()) {
         Some(t) => match ints(t)?[..] {
             [id] => Some(id),
             _ => return None,

@@ -54,7 +54,8 @@ pub async fn serve<B: Backend + 'static>(app: App<B>, addr: &str) -> std::io::Re
         .await
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT (the native server and embedfn-host stop on it).
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
