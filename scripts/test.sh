@@ -22,13 +22,15 @@ cargo clippy -p embedfn-spin --target wasm32-wasip2 --profile wasm -- -D warning
 cargo clippy -p embedfn-spin --target wasm32-wasip2 --profile wasm --no-default-features --features tract -- -D warnings
 log "embedfn-core for wasm32-wasip2 (no I/O, no ort)"
 cargo build -p embedfn-core --target wasm32-wasip2 --release
-log "Rust tests"
-cargo test --workspace
 log "release builds: embedfn, embedfn-host, the embedfn-spin component (tract and wasi-nn builds)"
-cargo build --release -p embedfn-lambda --bin embedfn
-cargo build --release -p embedfn-host
+# One command, so both binaries share one resolution of their dependencies' features.
+cargo build --release -p embedfn-lambda --bin embedfn -p embedfn-host
 scripts/build-component.sh tract >/dev/null
 scripts/build-component.sh wasi-nn >/dev/null
+# --release: the tests reuse the release builds' compiled dependencies (a debug build of
+# Wasmtime and the rest would cost a second full compile on a cold cache).
+log "Rust tests"
+cargo test --workspace --release
 log "end-to-end tests against the release binaries"
 EMBEDFN_BIN="$CARGO_TARGET_DIR/release/embedfn" \
 EMBEDFN_HOST_BIN="$CARGO_TARGET_DIR/release/embedfn-host" \
