@@ -50,7 +50,9 @@ pub fn onnx_path(dir: &Path, quantization: Quantization) -> Result<PathBuf> {
 /// `onnx/model_int8.fused.onnx`. ONNX Runtime backends prefer it when it exists (the fused
 /// operator, `com.microsoft.MultiHeadAttention`, is ONNX Runtime's own: tract does not run it).
 pub fn fused_path(onnx: &Path) -> PathBuf {
-    let stem = onnx.file_stem().map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+    let stem = onnx
+        .file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
     onnx.with_file_name(format!("{stem}.fused.onnx"))
 }
 
@@ -129,11 +131,17 @@ mod tests {
     #[test]
     fn fused_file_sits_beside_every_variant() {
         let p = |s: &str| PathBuf::from(s);
-        assert_eq!(fused_path(&p("m/onnx/model.onnx")), p("m/onnx/model.fused.onnx"));
+        assert_eq!(
+            fused_path(&p("m/onnx/model.onnx")),
+            p("m/onnx/model.fused.onnx")
+        );
         assert_eq!(
             fused_path(&p("m/onnx/model_int8.onnx")),
             p("m/onnx/model_int8.fused.onnx")
         );
-        assert_eq!(prefer_fused(&p("/nonexistent/model.onnx")), p("/nonexistent/model.onnx"));
+        assert_eq!(
+            prefer_fused(&p("/nonexistent/model.onnx")),
+            p("/nonexistent/model.onnx")
+        );
     }
 }

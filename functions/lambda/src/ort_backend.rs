@@ -164,7 +164,9 @@ fn session(
                     "loaded ONNX Runtime's optimized model from the cache (graph optimization skipped)");
                 return Ok(session);
             }
-            Err(e) => tracing::warn!(cached = %cached.display(), "cached optimized model unusable ({e}); optimizing again"),
+            Err(e) => {
+                tracing::warn!(cached = %cached.display(), "cached optimized model unusable ({e}); optimizing again")
+            }
         }
     }
     let mut b = builder(env, o, cuda, GraphOptimizationLevel::Level3)?;
