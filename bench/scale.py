@@ -54,6 +54,9 @@ def parse_args(argv=None):
     p.add_argument("--cuda", action="store_true", help="USE_CUDA=true for embedfn, CUDA provider for the Python contenders")
     p.add_argument("--batch", type=int, default=1, help="texts per request (embedders; with --cuda, try 8-32)")
     p.add_argument("--threads", type=int, default=physical_cores())
+    p.add_argument("--one-start", action="store_true",
+                   help="start embedfn once per variant, keeping the optimized-model cache of earlier runs "
+                        "(no cold-start figures; for long-input runs after a run that measured them)")
     return p.parse_args(argv)
 
 
@@ -144,28 +147,29 @@ def bench_variant(args, model, variant, lengths, logs):
     wanted = args.scale_contenders.split(",")
     first = {}
     if EMBEDFN in wanted:
-        cache = args.out / "ort-cache"
-        shutil.rmtree(cache, ignore_errors=True)
+        cache = args.out / "ort-cache" / variant
+        if not args.one_start:
+            shutil.rmtree(cache, ignore_errors=True)
         quant = {"fp32": "none", "fp32-fused": "none"}.get(variant, variant)
         extra = {"ONNX_QUANTIZATION": quant, "ORT_CACHE_DIR": str(cache),
                  "ONNX_FUSED_ATTENTION": "true" if variant == "fp32-fused" else "false",
                  "USE_CUDA": "true" if args.cuda else "false"}
         env = embedfn_env(args.ort_lib, model, extra)
         colds = []
-        for attempt in ("cold", "cold, cached optimized model"):
+        for attempt in ("cold", "cold, cached optimized model")[1 if args.one_start else 0:]:
             proc = HttpServer(f"embedfn {model.name} {variant}", logs / f"embedfn-{model.name}-{variant}.log",
                               [args.binary], server_env(env), probe(model))
             colds.append(proc.cold_start_s)
             log(f"{model.name} {variant}: embedfn {attempt} start {proc.cold_start_s:.1f} s, "
                 f"RSS {proc.peak_rss_kib() / 1024:.0f} MiB")
+            idle = proc.peak_rss_kib() / 1024
             if attempt == "cold":
-                idle = proc.peak_rss_kib() / 1024
                 proc.stop()
         results, first = run_http(proc, model, lengths, texts, args)
         proc.stop()
-        shutil.rmtree(cache, ignore_errors=True)
-        row["contenders"][EMBEDFN] = {"cold_start_s": colds[0], "cold_start_cached_s": colds[1],
-                                      "peak_rss_after_start_mib": idle, "lengths": results}
+        row["contenders"][EMBEDFN] = {"cold_start_s": None if args.one_start else colds[0],
+                                      "cold_start_cached_s": colds[-1], "peak_rss_after_start_mib": idle,
+                                      "lengths": results}
     if FLOOR in wanted:
         seqs = {n: ([model.pair(QUERY, texts[n])] if model.cross_encoder else [model.encode(texts[n])] * args.batch)
                 for n in lengths}
@@ -216,7 +220,8 @@ def table(doc):
             lengths = sorted({int(n) for x in (e, f, s) for n in x.get("lengths", {})})
             for i, n in enumerate(lengths):
                 el, fl, sl = (x.get("lengths", {}).get(n) or x.get("lengths", {}).get(str(n)) for x in (e, f, s))
-                cold = f"{e['cold_start_s']:.1f} ({e['cold_start_cached_s']:.1f})" if e and i == 0 else ""
+                cold = (f"{e['cold_start_s'] or float('nan'):.1f} ({e['cold_start_cached_s']:.1f})"
+                        if e and i == 0 else "")
 
                 def g(x, k, fmt="{:.0f}"):
                     return fmt.format(x[k]) if x and k in x else "–"
