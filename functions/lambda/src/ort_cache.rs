@@ -6,7 +6,8 @@
 //! The key covers what makes the optimized graph valid: the model file's canonical path, size
 //! and modification time (and its external data's), the ONNX Runtime version, the device and
 //! the optimization level. `ORT_CACHE_DIR` defaults to `$EMBEDFN_CACHE/ort` (else
-//! `~/.cache/embedfn/ort`); `ORT_CACHE_DIR=off` turns the cache off. A directory that cannot
+//! `$XDG_CACHE_HOME/embedfn/ort`, else `~/.cache/embedfn/ort`; none of those set: off);
+//! `ORT_CACHE_DIR=off` turns the cache off. A directory that cannot
 //! be written (Lambda's code directory, a read-only image) only costs a log line.
 
 use std::fs;
@@ -15,12 +16,17 @@ use std::time::UNIX_EPOCH;
 
 use crate::runtime::{cache_dir, ORT_VERSION};
 
-/// The cache directory, or `None` when `ORT_CACHE_DIR=off` (or empty).
+/// The cache directory, or `None` when `ORT_CACHE_DIR=off` (or empty), or when it is unset
+/// and there is no user cache directory to put it in (no `EMBEDFN_CACHE`, `XDG_CACHE_HOME` or
+/// `HOME`, as in Lambda): never a directory relative to the working directory.
 fn root() -> Option<PathBuf> {
     match std::env::var_os("ORT_CACHE_DIR") {
         Some(v) if v.is_empty() || v == "off" => None,
         Some(v) => Some(PathBuf::from(v)),
-        None => Some(cache_dir().join("ort")),
+        None => ["EMBEDFN_CACHE", "XDG_CACHE_HOME", "HOME"]
+            .iter()
+            .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
+            .then(|| cache_dir().join("ort")),
     }
 }
 
