@@ -168,8 +168,10 @@ def bench_variant(args, model, variant, lengths, logs):
             idle = proc.peak_rss_kib() / 1024
             if attempt == "cold":
                 proc.stop()
-        results, first = run_http(proc, model, lengths, texts, args)
-        proc.stop()
+        try:
+            results, first = run_http(proc, model, lengths, texts, args)
+        finally:
+            proc.stop()
         row["contenders"][EMBEDFN] = {"cold_start_s": colds[0] if len(colds) == 2 else None,
                                       "cold_start_cached_s": colds[-1], "peak_rss_after_start_mib": idle,
                                       "lengths": results}
@@ -202,8 +204,10 @@ def bench_variant(args, model, variant, lengths, logs):
         proc = HttpServer(f"seed {model.name} {variant}", logs / f"seed-{model.name}-{variant}.log", argv, env,
                           probe(model))
         cold = proc.cold_start_s
-        results, _ = run_http(proc, model, lengths, texts, args)
-        proc.stop()
+        try:
+            results, _ = run_http(proc, model, lengths, texts, args)
+        finally:
+            proc.stop()
         row["contenders"][SEED] = {"cold_start_s": cold, "lengths": results}
     return row
 
