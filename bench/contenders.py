@@ -28,6 +28,10 @@ FLOOR, EMBEDFN, NO_BATCHING, LAMBDA, WASM, WASM_NO_SNAPSHOT, TRACT, SEED, BATCHE
     "embedfn Wasm host", "embedfn Wasm host, no snapshot", "embedfn tract, wasmtime serve",
     "seed-style Python", "batched Python")
 START_TIMEOUT_S = 60
+#: seconds one request may take (the scale section raises it for 8192-token inputs)
+CALL_TIMEOUT_S = 120
+#: the floor's execution providers (None: CPU); the scale section sets CUDA with --cuda
+FLOOR_PROVIDERS = None
 FUNCTION_URL_EVENT = ROOT / "tests" / "fixtures" / "lambda" / "function-url.json"
 
 
@@ -95,7 +99,8 @@ class FloorWorker(Process):
             self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("floor.py"))],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
         with self.starting():
-            self._send({"model": model.onnx_path, "threads": threads, "task_id": model.task_id, "batches": batches})
+            self._send({"model": model.onnx_path, "threads": threads, "task_id": model.task_id, "batches": batches,
+                        "providers": FLOOR_PROVIDERS})
             self.cold_start_s = self._receive()["session_s"]
 
     def _send(self, obj):
@@ -162,7 +167,8 @@ class HttpServer(Process):
         """POSTs JSON bytes; (seconds until the whole body arrived, status, body bytes)."""
         session = getattr(self.local, "session", None) or self._new_session()
         t0 = time.perf_counter()
-        r = session.post(self.url + path, data=body, headers={"Content-Type": "application/json"}, timeout=120)
+        r = session.post(self.url + path, data=body, headers={"Content-Type": "application/json"},
+                         timeout=CALL_TIMEOUT_S)
         return time.perf_counter() - t0, r.status_code, r.content
 
     def _new_session(self):

@@ -38,7 +38,7 @@ def main():
     """Creates the session (timed), then answers the parent's requests until it sends None."""
     job = pickle.load(sys.stdin.buffer)
     t0 = time.perf_counter()
-    session = ort.InferenceSession(job["model"], floor_options(job["threads"]), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(job["model"], floor_options(job["threads"]), providers=job.get("providers") or ["CPUExecutionProvider"])
     send({"session_s": time.perf_counter() - t0})
     prepared = {name: [feeds(session, ids, mask, job["task_id"]) for ids, mask in batches]
                 for name, batches in job["batches"].items()}

@@ -96,12 +96,15 @@ def main():
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--threads", type=int, default=physical_cores(),
                         help="intra-op threads of the batched mode (default: physical cores)")
+    parser.add_argument("--onnx", default="model.onnx", help="ONNX file under the model's onnx/ (a variant)")
+    parser.add_argument("--cuda", action="store_true", help="CUDA execution provider first")
     args = parser.parse_args()
-    model = TextModel(args.model)
+    model = TextModel(args.model, args.onnx)
+    providers = (["CUDAExecutionProvider"] if args.cuda else []) + ["CPUExecutionProvider"]
     if args.mode == "seed":
-        session, spread = ort.InferenceSession(model.onnx_path), one_run_per_item
+        session, spread = ort.InferenceSession(model.onnx_path, providers=providers), one_run_per_item
     else:
-        session = ort.InferenceSession(model.onnx_path, floor_options(args.threads), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(model.onnx_path, floor_options(args.threads), providers=providers)
         spread = one_run_per_request
     web.run_app(make_app(Engine(model, session), spread), host="127.0.0.1", port=args.port,
                 print=None, access_log=None)

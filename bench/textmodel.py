@@ -16,8 +16,9 @@ PAIR_SPECIALS = 4
 class TextModel:
     """Tokenization and model facts of one model directory (no session: see `onnx_path`)."""
 
-    def __init__(self, model_dir):
+    def __init__(self, model_dir, onnx_file="model.onnx"):
         self.dir = Path(model_dir)
+        self.onnx_file = onnx_file
         self.name = self.dir.name
         config = json.loads((self.dir / "config.json").read_text())
         self.cross_encoder = any(a.endswith("ForSequenceClassification") for a in config["architectures"])
@@ -35,7 +36,7 @@ class TextModel:
     @property
     def onnx_path(self):
         """The graph every contender runs."""
-        return str(self.dir / "onnx" / "model.onnx")
+        return str(self.dir / "onnx" / self.onnx_file)
 
     def encode(self, text):
         """Token ids of one text as the embedder runs it: instruction, specials, truncation."""

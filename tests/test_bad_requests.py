@@ -24,6 +24,7 @@ import requests
 # --- the routes ----------------------------------------------------------------------------------
 
 EMBEDDER, RERANKER = "jina-embed-tiny", "jina-rerank-tiny"
+EMBEDDER_WIDTH = 64  # hidden size of the jina-embed-tiny fixture (tests/fixtures/make_fixtures.py)
 
 # A valid body per POST route (each answers 200 on the `jina` server: `test_baseline` checks it),
 # so that every bad case below differs from a good request by its one defect.
@@ -203,7 +204,7 @@ for name, value, frag in [
     ("missing", DROP, "'input' is required"),
 ]:
     add(f"api_embed-input-{name}", "POST", route, body(route, input=value), fragment=frag)
-for name, value in [("zero", 0), ("over-width", 33), ("1e12", 10**12), ("negative", -1), ("2-pow-64", 2**64),
+for name, value in [("zero", 0), ("over-width", EMBEDDER_WIDTH + 1), ("1e12", 10**12), ("negative", -1), ("2-pow-64", 2**64),
                     ("float", 8.5), ("float-integral", Raw(b"8.0")), ("exponent", Raw(b"1e2")),
                     ("negative-zero", Raw(b"-0")), ("leading-zero", Raw(b"08")), ("plus-sign", Raw(b"+8")),
                     ("string", "8"), ("bool", True), ("list", [8]), ("1e400", Raw(b"1e400")),
@@ -355,7 +356,7 @@ for route in OPENAI_EMBED:
             add(f"{r}-{key}-{name}", "POST", route, body(route, **{key: value}), fragment="unknown encoding format")
         for name, value in [("number", 5), ("list", ["float"])]:
             add(f"{r}-{key}-{name}", "POST", route, body(route, **{key: value}))
-    for name, value in [("zero", 0), ("over-width", 33), ("1e12", 10**12), ("negative", -1), ("2-pow-64", 2**64),
+    for name, value in [("zero", 0), ("over-width", EMBEDDER_WIDTH + 1), ("1e12", 10**12), ("negative", -1), ("2-pow-64", 2**64),
                         ("float", 8.5), ("string", "8"), ("1e400", Raw(b"1e400")), ("infinity", Raw(b"Infinity"))]:
         add(f"{r}-dimensions-{name}", "POST", route, body(route, dimensions=value))
     for key in ["late_chunking", "normalized"]:

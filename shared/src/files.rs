@@ -45,6 +45,27 @@ pub fn onnx_path(dir: &Path, quantization: Quantization) -> Result<PathBuf> {
         })
 }
 
+/// The attention-fused sibling of an ONNX file that `scripts/fuse_attention.py` writes:
+/// `onnx/model.onnx` → `onnx/model.fused.onnx`, `onnx/model_int8.onnx` →
+/// `onnx/model_int8.fused.onnx`. ONNX Runtime backends prefer it when it exists (the fused
+/// operator, `com.microsoft.MultiHeadAttention`, is ONNX Runtime's own: tract does not run it).
+pub fn fused_path(onnx: &Path) -> PathBuf {
+    let stem = onnx
+        .file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+    onnx.with_file_name(format!("{stem}.fused.onnx"))
+}
+
+/// [`fused_path`] when that file exists, else `onnx` itself.
+pub fn prefer_fused(onnx: &Path) -> PathBuf {
+    let fused = fused_path(onnx);
+    if fused.is_file() {
+        fused
+    } else {
+        onnx.to_path_buf()
+    }
+}
+
 fn list_onnx(dir: &Path) -> String {
     let mut names: Vec<String> = [dir.join("onnx"), dir.to_path_buf()]
         .iter()
@@ -52,7 +73,7 @@ fn list_onnx(dir: &Path) -> String {
         .flatten()
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".onnx"))
+        .filter(|n| n.ends_with(".onnx") && !n.ends_with(".fused.onnx"))
         .collect();
     names.sort();
     if names.is_empty() {
@@ -101,4 +122,26 @@ fn digest(id: &str, size: u64, modified: u64) -> String {
             format!("{h:016x}")
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fused_file_sits_beside_every_variant() {
+        let p = |s: &str| PathBuf::from(s);
+        assert_eq!(
+            fused_path(&p("m/onnx/model.onnx")),
+            p("m/onnx/model.fused.onnx")
+        );
+        assert_eq!(
+            fused_path(&p("m/onnx/model_int8.onnx")),
+            p("m/onnx/model_int8.fused.onnx")
+        );
+        assert_eq!(
+            prefer_fused(&p("/nonexistent/model.onnx")),
+            p("/nonexistent/model.onnx")
+        );
+    }
 }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod lambda;
 pub mod models;
 pub mod ort_backend;
+pub mod ort_cache;
 pub mod runtime;
 pub mod server;
 

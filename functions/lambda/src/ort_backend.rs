@@ -4,18 +4,24 @@
 //! (`Session::run` takes `&mut self`). The graph's declared inputs decide what is fed:
 //! `input_ids`, `attention_mask`, `token_type_ids` (zeros or the pair's segments), `task_id`
 //! (0-d scalar or `[1]`, read from the graph). Output 0 is returned as f32 (f16 is converted).
+//!
+//! Two start-up shortcuts: an attention-fused sibling of the file (`onnx/<stem>.fused.onnx`,
+//! written by `scripts/fuse_attention.py`) is preferred when present, and ONNX Runtime's
+//! optimized graph is kept in a cache ([`crate::ort_cache`]) so later starts skip optimization.
 
 use std::path::Path;
 use std::sync::Mutex;
 
+use embedfn_core::files::prefer_fused;
 use embedfn_core::{Backend, Batch, Error, Feed, Result, Tensor};
 use ort::environment::Environment;
-use ort::session::builder::GraphOptimizationLevel;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::Session;
 use ort::session::SessionInputValue;
 use ort::value::{TensorElementType, TensorRef, ValueType};
 
 use crate::config::Cuda;
+use crate::ort_cache::{self, Entry};
 
 /// Session settings shared by every model of the process.
 #[derive(Debug, Clone, Copy)]
@@ -55,6 +61,20 @@ pub fn open_session(
     path: &Path,
     options: SessionOptions,
 ) -> Result<(Session, &'static str)> {
+    // ONNX_FUSED_ATTENTION=false keeps the configured file even when a fused one lies beside it.
+    let use_fused = !matches!(
+        std::env::var("ONNX_FUSED_ATTENTION").as_deref(),
+        Ok("false" | "0" | "off")
+    );
+    let fused = if use_fused {
+        prefer_fused(path)
+    } else {
+        path.to_path_buf()
+    };
+    if fused != path {
+        tracing::info!(file = %fused.display(), "using the attention-fused model beside the configured file");
+    }
+    let path = fused.as_path();
     let cpu = || session(env, path, options, false);
     let (session, device) = match options.cuda {
         Cuda::Off => (cpu(), "cpu"),
@@ -98,18 +118,18 @@ impl OrtBackend {
     }
 }
 
-/// One session with the process's settings; `cuda` registers the CUDA execution provider and
-/// fails when it cannot be used (the caller falls back to CPU).
-fn session(
+/// A session builder with the process's settings at `level`; `cuda` registers the CUDA
+/// execution provider and fails when it cannot be used (the caller falls back to CPU).
+fn builder(
     env: &Environment,
-    path: &Path,
     o: SessionOptions,
     cuda: bool,
-) -> std::result::Result<Session, String> {
+    level: GraphOptimizationLevel,
+) -> std::result::Result<SessionBuilder, String> {
     let s = |e: &dyn std::fmt::Display| e.to_string();
     let mut builder = Session::builder(env)
         .map_err(|e| s(&e))?
-        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .with_optimization_level(level)
         .map_err(|e| s(&e))?
         .with_intra_threads(o.intra_threads)
         .map_err(|e| s(&e))?
@@ -122,7 +142,64 @@ fn session(
             .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
             .map_err(|e| s(&e))?;
     }
-    builder.commit_from_file(path).map_err(|e| s(&e))
+    Ok(builder)
+}
+
+/// One session: from the optimized-model cache when it holds this file, else optimized from
+/// the file itself (writing the optimized graph into the cache on the way).
+fn session(
+    env: &Environment,
+    path: &Path,
+    o: SessionOptions,
+    cuda: bool,
+) -> std::result::Result<Session, String> {
+    let s = |e: &dyn std::fmt::Display| e.to_string();
+    let entry = Entry::new(path, if cuda { "cuda" } else { "cpu" }, "all");
+    if let Some(cached) = entry.as_ref().and_then(Entry::ready) {
+        let started = std::time::Instant::now();
+        match builder(env, o, cuda, GraphOptimizationLevel::Disable)?.commit_from_file(&cached) {
+            Ok(session) => {
+                tracing::info!(model = %path.display(), cached = %cached.display(),
+                    ms = started.elapsed().as_millis(),
+                    "loaded ONNX Runtime's optimized model from the cache (graph optimization skipped)");
+                return Ok(session);
+            }
+            Err(e) => {
+                tracing::warn!(cached = %cached.display(), "cached optimized model unusable ({e}); optimizing again")
+            }
+        }
+    }
+    let mut b = builder(env, o, cuda, GraphOptimizationLevel::Level3)?;
+    let pending = entry.as_ref().and_then(Entry::begin);
+    if let Some(p) = &pending {
+        b = b
+            .with_optimized_model_path(p.model())
+            .map_err(|e| s(&e))?
+            .with_config_entry(
+                "session.optimized_model_external_initializers_file_name",
+                ort_cache::DATA,
+            )
+            .map_err(|e| s(&e))?
+            .with_config_entry(
+                "session.optimized_model_external_initializers_min_size_in_bytes",
+                "1024",
+            )
+            .map_err(|e| s(&e))?;
+    }
+    match b.commit_from_file(path) {
+        Ok(session) => {
+            if let Some(p) = pending {
+                p.finish();
+            }
+            Ok(session)
+        }
+        Err(e) => {
+            if let Some(p) = pending {
+                p.abandon();
+            }
+            Err(s(&e))
+        }
+    }
 }
 
 fn feed_for(name: &str, dtype: &ValueType) -> Result<(String, Feed, IntType)> {
