@@ -19,7 +19,7 @@ async fn run(config: Config, app: App<Engine>) -> Result<(), String> {
         return lambda::run(app).await;
     }
     let addr = format!("{}:{}", config.host, config.port);
-    server::serve(app, &addr)
+    server::serve(app, &addr, config.admission)
         .await
         .map_err(|e| format!("server on {addr}: {e}"))
 }
