@@ -3,6 +3,7 @@
 
 use crate::backend::Tensor;
 use crate::error::{Error, Result};
+use crate::memory::GraphFacts;
 use crate::tokenize::Tokens;
 
 /// A padded batch, row-major `[batch, seq]`, ready for a backend.
@@ -232,6 +233,21 @@ impl Default for BatchLimits {
     }
 }
 
+impl BatchLimits {
+    /// The limits for a graph: one sequence per pass when its results depend on what shares
+    /// the pass (see [`GraphFacts::batch_invariant`]).
+    pub fn for_graph(self, facts: &GraphFacts) -> Self {
+        if facts.batch_invariant {
+            self
+        } else {
+            Self {
+                max_size: 1,
+                ..self
+            }
+        }
+    }
+}
+
 /// Default cap on the tokens one request may run (`MAX_REQUEST_TOKENS`): 32 full 8192-token
 /// contexts.
 pub const MAX_REQUEST_TOKENS: usize = 262_144;
@@ -249,6 +265,17 @@ pub fn check_request_tokens(total: usize, max: usize) -> Result<()> {
 /// Groups sequence indices into forward passes: longest first, so each group's padding is
 /// bounded by its first member, and no group exceeds the limits (but each holds at least one).
 pub fn plan(lengths: &[usize], limits: BatchLimits) -> Vec<Vec<usize>> {
+    plan_within(lengths, limits, |_, _| true)
+}
+
+/// [`plan`] where a pass of `batch` sequences padded to `seq` must also satisfy `fits` (the
+/// memory budget, [`crate::memory::Fit::fits`]); a sequence that fails it alone still runs
+/// alone (callers cut or refuse those first).
+pub fn plan_within(
+    lengths: &[usize],
+    limits: BatchLimits,
+    fits: impl Fn(usize, usize) -> bool,
+) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..lengths.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
     let mut groups: Vec<Vec<usize>> = Vec::new();
@@ -256,7 +283,8 @@ pub fn plan(lengths: &[usize], limits: BatchLimits) -> Vec<Vec<usize>> {
         match groups.last_mut() {
             Some(g)
                 if g.len() < limits.max_size
-                    && (g.len() + 1) * lengths[g[0]].max(1) <= limits.max_tokens =>
+                    && (g.len() + 1) * lengths[g[0]].max(1) <= limits.max_tokens
+                    && fits(g.len() + 1, lengths[g[0]]) =>
             {
                 g.push(i)
             }
@@ -337,5 +365,39 @@ mod tests {
             },
         );
         assert_eq!(lone, vec![vec![0]]);
+    }
+
+    #[test]
+    fn plan_under_a_memory_budget_and_for_batch_dependent_graphs() {
+        use crate::memory::{AttentionKind, Fit, PassModel};
+        let model = PassModel {
+            hidden: 256,
+            heads: 4,
+            intermediate: 1024,
+            attention: AttentionKind::Plain,
+            element: 4,
+        };
+        // Room for two 1000-token sequences but not three; short ones pack by the token limit.
+        let fit = Fit {
+            model,
+            capacity: model.bytes(2, 1000) + 1,
+        };
+        assert!(!fit.fits(3, 1000));
+        let lengths = [1000, 1000, 1000, 10, 10];
+        let limits = BatchLimits::default();
+        let groups = plan_within(&lengths, limits, |b, s| fit.fits(b, s));
+        assert_eq!(groups, vec![vec![0, 1], vec![2, 3], vec![4]]);
+        for g in &groups {
+            let seq = g.iter().map(|&i| lengths[i]).max().unwrap();
+            assert!(fit.fits(g.len(), seq));
+        }
+        // A quantize_dynamic graph: one sequence per pass whatever else fits.
+        let facts = GraphFacts {
+            batch_invariant: false,
+            attention: AttentionKind::Plain,
+        };
+        let one = plan(&[5, 5, 5], limits.for_graph(&facts));
+        assert_eq!(one, vec![vec![0], vec![1], vec![2]]);
+        assert_eq!(limits.for_graph(&GraphFacts::default()), limits);
     }
 }

@@ -8,6 +8,12 @@
 //! is under the budget, waits up to `wait` for more (0: no waiting, batching only what piles up
 //! while a pass runs). Batches that cannot share a pass (another task adapter) wait for the
 //! next one. Every pass, merged or not, is recorded in [`Metrics`].
+//!
+//! Built for a model ([`Batcher::for_model`]), it also keeps the model's rules: a graph whose
+//! results depend on batch company ([`crate::GraphFacts::batch_invariant`]) never shares a
+//! pass, and under a memory budget ([`Gate`]) merged passes are formed to fit it and every pass
+//! reserves its estimate from the budget before it runs (waiting, boundedly, while other passes
+//! hold the memory).
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -18,7 +24,9 @@ use std::time::{Duration, Instant};
 use crate::backend::{Backend, Tensor};
 use crate::batch::{Batch, BatchLimits};
 use crate::error::{Error, Result};
+use crate::memory::{Budget, PassModel};
 use crate::metrics::Metrics;
+use crate::spec::ModelSpec;
 
 /// How requests are grouped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +49,26 @@ impl Default for BatchingOptions {
     }
 }
 
+/// The memory budget a model's passes reserve from, with the model's estimate.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    /// The process-wide budget.
+    pub budget: Arc<Budget>,
+    /// The model's pass estimate.
+    pub model: PassModel,
+}
+
+impl Gate {
+    /// Whether a pass of `batch × seq` fits the budget's capacity.
+    fn fits(&self, batch: usize, seq: usize) -> bool {
+        self.budget.fit(self.model).fits(batch, seq)
+    }
+}
+
+fn gate_fits(gate: Option<&Gate>, batch: usize, seq: usize) -> bool {
+    gate.is_none_or(|g| g.fits(batch, seq))
+}
+
 struct Job {
     batch: Batch,
     reply: SyncSender<Result<Tensor>>,
@@ -51,6 +79,7 @@ pub struct Batcher<B> {
     inner: Arc<B>,
     metrics: Arc<Metrics>,
     queue: Option<Sender<Job>>,
+    gate: Option<Gate>,
 }
 
 impl<B> std::fmt::Debug for Batcher<B> {
@@ -64,13 +93,39 @@ impl<B> std::fmt::Debug for Batcher<B> {
 impl<B: Backend + 'static> Batcher<B> {
     /// Wraps `inner`; starts the worker thread when batching is enabled.
     pub fn new(inner: B, options: BatchingOptions, metrics: Arc<Metrics>) -> Result<Self> {
+        Self::start(inner, options, metrics, None)
+    }
+
+    /// Wraps `inner`, the engine of the model `spec` describes: one sequence per pass for a
+    /// batch-dependent graph, and passes gated by `budget` when there is one.
+    pub fn for_model(
+        inner: B,
+        mut options: BatchingOptions,
+        metrics: Arc<Metrics>,
+        spec: &ModelSpec,
+        budget: Option<Arc<Budget>>,
+    ) -> Result<Self> {
+        options.limits = options.limits.for_graph(&spec.graph);
+        let gate = budget.map(|budget| Gate {
+            budget,
+            model: PassModel::for_spec(spec),
+        });
+        Self::start(inner, options, metrics, gate)
+    }
+
+    fn start(
+        inner: B,
+        options: BatchingOptions,
+        metrics: Arc<Metrics>,
+        gate: Option<Gate>,
+    ) -> Result<Self> {
         let inner = Arc::new(inner);
         let queue = if options.enabled {
             let (tx, rx) = mpsc::channel();
-            let (engine, recorder) = (inner.clone(), metrics.clone());
+            let (engine, recorder, worker_gate) = (inner.clone(), metrics.clone(), gate.clone());
             std::thread::Builder::new()
                 .name("embedfn-batcher".into())
-                .spawn(move || work(&*engine, &recorder, &rx, options))
+                .spawn(move || work(&*engine, &recorder, &rx, options, worker_gate.as_ref()))
                 .map_err(|e| Error::Backend(format!("cannot start the batching thread: {e}")))?;
             Some(tx)
         } else {
@@ -80,6 +135,7 @@ impl<B: Backend + 'static> Batcher<B> {
             inner,
             metrics,
             queue,
+            gate,
         })
     }
 }
@@ -87,7 +143,8 @@ impl<B: Backend + 'static> Batcher<B> {
 impl<B: Backend> Backend for Batcher<B> {
     fn forward(&self, batch: &Batch) -> Result<Tensor> {
         let Some(queue) = &self.queue else {
-            return run(&*self.inner, &self.metrics, &[batch]).map(|mut t| t.remove(0));
+            return run(&*self.inner, &self.metrics, self.gate.as_ref(), &[batch])
+                .map(|mut t| t.remove(0));
         };
         let (reply, answer) = mpsc::sync_channel(1);
         let stopped = || Error::Backend("the batching thread has stopped".into());
@@ -102,7 +159,13 @@ impl<B: Backend> Backend for Batcher<B> {
 }
 
 /// The worker: gathers queued jobs into passes until every sender is gone.
-fn work<B: Backend>(engine: &B, metrics: &Metrics, rx: &Receiver<Job>, options: BatchingOptions) {
+fn work<B: Backend>(
+    engine: &B,
+    metrics: &Metrics,
+    rx: &Receiver<Job>,
+    options: BatchingOptions,
+    gate: Option<&Gate>,
+) {
     let mut pending: VecDeque<Job> = VecDeque::new();
     loop {
         if pending.is_empty() {
@@ -115,7 +178,7 @@ fn work<B: Backend>(engine: &B, metrics: &Metrics, rx: &Receiver<Job>, options: 
         loop {
             pending.extend(rx.try_iter());
             let now = Instant::now();
-            if now >= deadline || !fits(&pending, options.limits) {
+            if now >= deadline || !fits(&pending, options.limits, gate) {
                 break;
             }
             match rx.recv_timeout(deadline - now) {
@@ -123,9 +186,9 @@ fn work<B: Backend>(engine: &B, metrics: &Metrics, rx: &Receiver<Job>, options: 
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
             }
         }
-        let group = take_group(&mut pending, options.limits);
+        let group = take_group(&mut pending, options.limits, gate);
         let batches: Vec<&Batch> = group.iter().map(|j| &j.batch).collect();
-        match run(engine, metrics, &batches) {
+        match run(engine, metrics, gate, &batches) {
             Ok(tensors) => {
                 for (job, tensor) in group.iter().zip(tensors) {
                     let _ = job.reply.send(Ok(tensor));
@@ -141,14 +204,14 @@ fn work<B: Backend>(engine: &B, metrics: &Metrics, rx: &Receiver<Job>, options: 
 }
 
 /// Whether all of `jobs` would fit one pass (so waiting for more could still help).
-fn fits(jobs: &VecDeque<Job>, limits: BatchLimits) -> bool {
+fn fits(jobs: &VecDeque<Job>, limits: BatchLimits, gate: Option<&Gate>) -> bool {
     let rows: usize = jobs.iter().map(|j| j.batch.batch).sum();
     let seq = jobs.iter().map(|j| j.batch.seq).max().unwrap_or(0);
-    rows < limits.max_size && rows * seq.max(1) < limits.max_tokens
+    rows < limits.max_size && rows * seq.max(1) < limits.max_tokens && gate_fits(gate, rows, seq)
 }
 
 /// The oldest job plus every later compatible job that keeps the pass within the limits.
-fn take_group(pending: &mut VecDeque<Job>, limits: BatchLimits) -> Vec<Job> {
+fn take_group(pending: &mut VecDeque<Job>, limits: BatchLimits, gate: Option<&Gate>) -> Vec<Job> {
     let Some(first) = pending.pop_front() else {
         return Vec::new();
     };
@@ -160,6 +223,7 @@ fn take_group(pending: &mut VecDeque<Job>, limits: BatchLimits) -> Vec<Job> {
         if job.batch.compatible(&group[0].batch)
             && r <= limits.max_size
             && r * s <= limits.max_tokens
+            && gate_fits(gate, r, s)
         {
             (rows, seq) = (r, s);
             group.push(job);
@@ -171,9 +235,15 @@ fn take_group(pending: &mut VecDeque<Job>, limits: BatchLimits) -> Vec<Job> {
     group
 }
 
-/// One forward pass over `parts` (merged when there are several), recorded in `metrics`. A
-/// panic in the engine becomes an error, so a caller is never left waiting.
-fn run<B: Backend>(engine: &B, metrics: &Metrics, parts: &[&Batch]) -> Result<Vec<Tensor>> {
+/// One forward pass over `parts` (merged when there are several), recorded in `metrics`, with
+/// its memory reserved from the gate's budget while it runs. A panic in the engine becomes an
+/// error, so a caller is never left waiting.
+fn run<B: Backend>(
+    engine: &B,
+    metrics: &Metrics,
+    gate: Option<&Gate>,
+    parts: &[&Batch],
+) -> Result<Vec<Tensor>> {
     let merged;
     let batch = match parts {
         [one] => *one,
@@ -182,6 +252,9 @@ fn run<B: Backend>(engine: &B, metrics: &Metrics, parts: &[&Batch]) -> Result<Ve
             &merged
         }
     };
+    let _reserved = gate
+        .map(|g| g.budget.reserve(g.model.bytes(batch.batch, batch.seq)))
+        .transpose()?;
     let started = Instant::now();
     let output = catch_unwind(AssertUnwindSafe(|| engine.forward(batch)))
         .unwrap_or_else(|_| Err(Error::Backend("the inference engine panicked".into())))?;
@@ -261,6 +334,75 @@ mod tests {
         }
         let passes = batcher.inner.passes.load(Ordering::SeqCst);
         assert!(passes < 16, "{passes} passes for 16 concurrent callers");
+    }
+
+    fn spec(batch_invariant: bool) -> ModelSpec {
+        let files = crate::spec::ModelFiles {
+            config_json: r#"{"hidden_size":256,"num_attention_heads":4,"intermediate_size":1024}"#
+                .into(),
+            ..Default::default()
+        };
+        let mut spec = ModelSpec::from_files(&files).unwrap();
+        spec.graph.batch_invariant = batch_invariant;
+        spec
+    }
+
+    /// 16 concurrent single-row callers; returns the rows of every pass the engine ran.
+    fn flood(batcher: Arc<Batcher<Summer>>) -> usize {
+        let handles: Vec<_> = (1..=16)
+            .map(|i| {
+                let b = batcher.clone();
+                std::thread::spawn(move || b.forward(&batch(i, None)).unwrap().data)
+            })
+            .collect();
+        for (i, h) in (1..=16).zip(handles) {
+            assert_eq!(h.join().unwrap(), vec![2.0 * i as f32]);
+        }
+        batcher.inner.passes.load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn a_batch_dependent_graph_never_shares_a_pass() {
+        let options = BatchingOptions {
+            wait: Duration::from_millis(5),
+            ..BatchingOptions::default()
+        };
+        let metrics = Arc::new(Metrics::default());
+        let b = Batcher::for_model(Summer::default(), options, metrics, &spec(false), None);
+        assert_eq!(flood(Arc::new(b.unwrap())), 16);
+    }
+
+    #[test]
+    fn merged_passes_fit_the_budget_and_reserve_from_it() {
+        let spec = spec(true);
+        let model = PassModel::for_spec(&spec);
+        // Room for passes of two 2-token rows, not three.
+        let budget = Arc::new(Budget::new(
+            model.bytes(2, 2) + 1,
+            16,
+            Duration::from_secs(10),
+        ));
+        let options = BatchingOptions {
+            wait: Duration::from_millis(5),
+            ..BatchingOptions::default()
+        };
+        let metrics = Arc::new(Metrics::default());
+        let b = Batcher::for_model(
+            Summer::default(),
+            options,
+            metrics.clone(),
+            &spec,
+            Some(budget.clone()),
+        )
+        .unwrap();
+        let passes = flood(Arc::new(b));
+        // 16 rows at most two per pass.
+        assert!(passes >= 8, "{passes} passes");
+        let text = metrics.render();
+        assert!(!text.contains("embedfn_batch_size_bucket{le=\"2\"} 0"));
+        assert!(text.contains(&format!("embedfn_batch_size_bucket{{le=\"2\"}} {passes}")));
+        let s = budget.state();
+        assert_eq!((s.reserved, s.running), (0, 0));
     }
 
     #[test]

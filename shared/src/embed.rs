@@ -2,9 +2,12 @@
 //! pooling, Matryoshka truncation, then L2 normalisation. Late chunking runs the inputs as one
 //! sequence and pools each input over its own span.
 
+use std::sync::Arc;
+
 use crate::backend::{Backend, Tensor};
-use crate::batch::{check_request_tokens, plan, Batch, BatchLimits, MAX_REQUEST_TOKENS};
+use crate::batch::{check_request_tokens, plan_within, Batch, BatchLimits, MAX_REQUEST_TOKENS};
 use crate::error::{Error, Result};
+use crate::memory::{Budget, Fit, PassModel};
 use crate::pooling;
 use crate::spec::ModelSpec;
 use crate::tokenize::{TextTokenizer, Tokens};
@@ -56,6 +59,9 @@ pub struct EmbedderOptions {
     pub batch: BatchLimits,
     /// Most tokens one request may run, all inputs together.
     pub max_request_tokens: usize,
+    /// The process's memory budget: passes are planned to fit it, and inputs that cannot fit
+    /// even alone are cut (`truncate`) or refused with a 413. `None`: no budget.
+    pub memory: Option<Arc<Budget>>,
 }
 
 impl Default for EmbedderOptions {
@@ -65,6 +71,7 @@ impl Default for EmbedderOptions {
             default_task: None,
             batch: BatchLimits::default(),
             max_request_tokens: MAX_REQUEST_TOKENS,
+            memory: None,
         }
     }
 }
@@ -104,12 +111,25 @@ impl<B: Backend> Embedder<B> {
             spec.task_id(task)
                 .map_err(|e| Error::Model(e.to_string()))?;
         }
+        options.batch = options.batch.for_graph(&spec.graph);
         Ok(Self {
             spec,
             tokenizer,
             backend,
             options,
         })
+    }
+
+    /// This model's passes against the memory budget, when there is one.
+    fn fit(&self) -> Option<Fit> {
+        let budget = self.options.memory.as_ref()?;
+        Some(budget.fit(PassModel::for_spec(&self.spec)))
+    }
+
+    /// The longest sequence one pass may run: the context length, or less under the budget.
+    fn limit(&self, fit: Option<&Fit>) -> usize {
+        let max = self.spec.max_length;
+        fit.map_or(max, |f| f.longest(max))
     }
 
     /// The model spec.
@@ -129,13 +149,14 @@ impl<B: Backend> Embedder<B> {
         let (vectors, prompt_tokens) = if params.late_chunking {
             self.late_chunked(inputs, instruction, task_id)?
         } else {
+            let fit = self.fit();
             let seqs = inputs
                 .iter()
-                .map(|input| self.sequence(input, instruction, params.truncate))
+                .map(|input| self.sequence(input, instruction, params.truncate, fit.as_ref()))
                 .collect::<Result<Vec<_>>>()?;
             let tokens = seqs.iter().map(Tokens::len).sum();
             check_request_tokens(tokens, self.options.max_request_tokens)?;
-            (self.pooled(&seqs, task_id)?, tokens)
+            (self.pooled(&seqs, task_id, fit.as_ref())?, tokens)
         };
         let vectors = vectors
             .into_iter()
@@ -158,9 +179,10 @@ impl<B: Backend> Embedder<B> {
     /// and truncation applied), without running it.
     pub fn tokenize(&self, inputs: &[Input], params: &EmbedParams) -> Result<Vec<Tokens>> {
         let (_, instruction) = self.task(params.task.as_deref())?;
+        let fit = self.fit();
         inputs
             .iter()
-            .map(|input| self.sequence(input, instruction, params.truncate))
+            .map(|input| self.sequence(input, instruction, params.truncate, fit.as_ref()))
             .collect()
     }
 
@@ -188,16 +210,32 @@ impl<B: Backend> Embedder<B> {
         Ok((Some(id), instruction))
     }
 
-    fn sequence(&self, input: &Input, instruction: &str, truncate: bool) -> Result<Tokens> {
+    fn sequence(
+        &self,
+        input: &Input,
+        instruction: &str,
+        truncate: bool,
+        fit: Option<&Fit>,
+    ) -> Result<Tokens> {
         let max = self.spec.max_length;
+        let limit = self.limit(fit);
+        let check = |len: usize| {
+            if len > max && !truncate {
+                return Err(too_long(len, max));
+            }
+            // Cutting to nothing but the special tokens would answer with a meaningless vector.
+            let floor = self.tokenizer.single_specials() + 1;
+            if len > limit && (!truncate || limit < floor) {
+                return Err(too_large_for_memory(len, limit));
+            }
+            Ok(())
+        };
         match input {
             Input::Text(text) => {
                 let (tokens, full) = self
                     .tokenizer
-                    .single(&format!("{instruction}{text}"), max)?;
-                if full > max && !truncate {
-                    return Err(too_long(full, max));
-                }
+                    .single(&format!("{instruction}{text}"), limit)?;
+                check(full)?;
                 Ok(tokens)
             }
             Input::Tokens(ids) => {
@@ -210,10 +248,8 @@ impl<B: Backend> Embedder<B> {
                         self.spec.vocab_size
                     )));
                 }
-                if ids.len() > max && !truncate {
-                    return Err(too_long(ids.len(), max));
-                }
-                let ids = ids[..ids.len().min(max)].to_vec();
+                check(ids.len())?;
+                let ids = ids[..ids.len().min(limit)].to_vec();
                 let type_ids = vec![0; ids.len()];
                 Ok(Tokens { ids, type_ids })
             }
@@ -221,10 +257,16 @@ impl<B: Backend> Embedder<B> {
     }
 
     /// Runs `seqs` in planned batches and pools each; vectors come back in input order.
-    fn pooled(&self, seqs: &[Tokens], task_id: Option<i64>) -> Result<Vec<Vec<f32>>> {
+    fn pooled(
+        &self,
+        seqs: &[Tokens],
+        task_id: Option<i64>,
+        fit: Option<&Fit>,
+    ) -> Result<Vec<Vec<f32>>> {
         let lengths: Vec<usize> = seqs.iter().map(Tokens::len).collect();
         let mut out = vec![Vec::new(); seqs.len()];
-        for group in plan(&lengths, self.options.batch) {
+        let fits = |batch, seq| fit.is_none_or(|f| f.fits(batch, seq));
+        for group in plan_within(&lengths, self.options.batch, fits) {
             let rows: Vec<&Tokens> = group.iter().map(|&i| &seqs[i]).collect();
             let batch = Batch::pad(&rows, self.tokenizer.pad_id(), task_id);
             let tensor = self.backend.forward(&batch)?;
@@ -267,6 +309,10 @@ impl<B: Backend> Embedder<B> {
                 "late_chunking: the inputs together take {} tokens, more than the context length {max}",
                 seq.len()
             )));
+        }
+        let limit = self.limit(self.fit().as_ref());
+        if seq.len() > limit {
+            return Err(too_large_for_memory(seq.len(), limit));
         }
         let batch = Batch::pad(&[&seq], self.tokenizer.pad_id(), task_id);
         let tensor = self.backend.forward(&batch)?;
@@ -320,6 +366,17 @@ fn default_task(tasks: &[String]) -> String {
         .find(|t| *t == "text-matching")
         .unwrap_or(&tasks[0])
         .clone()
+}
+
+/// The 413 for a sequence the memory budget cannot run, naming how many tokens fit.
+pub fn too_large_for_memory(len: usize, fits: usize) -> Error {
+    Error::TooLargeForMemory {
+        message: format!(
+            "the input takes {len} tokens but at most {fits} tokens fit in one pass under the \
+             memory budget (MAX_MEMORY); send a shorter input or allow truncation"
+        ),
+        fits,
+    }
 }
 
 fn too_long(len: usize, max: usize) -> Error {

@@ -24,6 +24,23 @@ pub enum Error {
     /// The body is larger than the configured limit.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// One input needs more memory than the budget (`MAX_MEMORY`) allows, even alone, and may
+    /// not be cut; the message says how many tokens fit.
+    #[error("{message}")]
+    TooLargeForMemory {
+        /// Shown to the client.
+        message: String,
+        /// The most tokens one sequence may have under the budget.
+        fits: usize,
+    },
+    /// The server is at capacity: the request waited too long or too many already wait.
+    #[error("{message}")]
+    Overloaded {
+        /// Shown to the client.
+        message: String,
+        /// Seconds the client should wait before retrying (`Retry-After`).
+        retry_after: u32,
+    },
     /// The model files are unusable (raised at load time, never for user input).
     #[error("{0}")]
     Model(String),
@@ -40,7 +57,8 @@ impl Error {
             Error::Unauthorized(_) => 401,
             Error::ModelNotFound(_) | Error::RouteNotFound(_) => 404,
             Error::MethodNotAllowed(_) => 405,
-            Error::PayloadTooLarge(_) => 413,
+            Error::PayloadTooLarge(_) | Error::TooLargeForMemory { .. } => 413,
+            Error::Overloaded { .. } => 503,
             Error::Model(_) | Error::Backend(_) => 500,
         }
     }
@@ -48,12 +66,13 @@ impl Error {
     /// The OpenAI-style `type` of the error.
     pub fn openai_type(&self) -> &'static str {
         match self {
-            Error::BadRequest(_) | Error::PayloadTooLarge(_) | Error::MethodNotAllowed(_) => {
-                "invalid_request_error"
-            }
+            Error::BadRequest(_)
+            | Error::PayloadTooLarge(_)
+            | Error::TooLargeForMemory { .. }
+            | Error::MethodNotAllowed(_) => "invalid_request_error",
             Error::ModelNotFound(_) | Error::RouteNotFound(_) => "not_found_error",
             Error::Unauthorized(_) => "authentication_error",
-            Error::Model(_) | Error::Backend(_) => "server_error",
+            Error::Model(_) | Error::Backend(_) | Error::Overloaded { .. } => "server_error",
         }
     }
 
@@ -63,6 +82,17 @@ impl Error {
             Error::ModelNotFound(_) => Some("model_not_found"),
             Error::Unauthorized(_) => Some("invalid_api_key"),
             Error::PayloadTooLarge(_) => Some("payload_too_large"),
+            Error::TooLargeForMemory { .. } => Some("context_length_exceeded"),
+            Error::Overloaded { .. } => Some("server_overloaded"),
+            _ => None,
+        }
+    }
+
+    /// Seconds a client should wait before retrying (the `Retry-After` header), for errors
+    /// that pass.
+    pub fn retry_after(&self) -> Option<u32> {
+        match self {
+            Error::Overloaded { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }

@@ -24,6 +24,7 @@ pub mod embed;
 pub mod error;
 #[cfg(feature = "fs")]
 pub mod files;
+pub mod memory;
 pub mod metrics;
 pub mod output;
 pub mod pooling;
@@ -38,6 +39,7 @@ pub use backend::{Backend, Tensor};
 pub use batch::{Batch, BatchLimits, Feed};
 pub use embed::{EmbedParams, Embedder, EmbedderOptions, Input};
 pub use error::{Error, Result};
+pub use memory::{Budget, GraphFacts};
 pub use metrics::Metrics;
 pub use registry::{ModelInfo, Registry, Served};
 pub use rerank::{RerankOptions, Reranker};

@@ -2,12 +2,16 @@
 //!
 //! The route table records every request (route, status, latency); whatever runs forward passes
 //! (the dynamic batcher, or an adapter calling [`Metrics::forward`]) records batch sizes and
-//! tokens. Locks are held for a few additions, nothing next to a forward pass.
+//! tokens. Locks are held for a few additions, nothing next to a forward pass. The memory
+//! budget ([`Metrics::watch_budget`]) and the adapter's request queue ([`Metrics::queue`]) are
+//! shown as gauges.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use crate::memory::Budget;
 
 /// Upper bounds (seconds) of the latency buckets.
 const SECONDS: &[f64] = &[
@@ -69,6 +73,21 @@ struct State {
     batch_size: Histogram,
     tokens: u64,
     padded_tokens: u64,
+    queue: QueueState,
+    budget: Option<Arc<Budget>>,
+}
+
+/// The adapter's request queue, as `/metrics` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueState {
+    /// Requests running now.
+    pub running: usize,
+    /// Requests waiting for a slot.
+    pub waiting: usize,
+    /// The most that may wait (`MAX_QUEUE`).
+    pub capacity: usize,
+    /// Requests turned away because the queue was full or the wait too long.
+    pub rejected: u64,
 }
 
 /// The process's metrics.
@@ -105,8 +124,83 @@ impl Metrics {
         });
     }
 
+    /// Shows `budget` (limit, resident, reserved, passes waiting) at `/metrics`.
+    pub fn watch_budget(&self, budget: Arc<Budget>) {
+        self.with(|s| s.budget = Some(budget));
+    }
+
+    /// The adapter's request queue now.
+    pub fn queue(&self, queue: QueueState) {
+        self.with(|s| s.queue = queue);
+    }
+
     /// The Prometheus text exposition (format 0.0.4).
     pub fn render(&self) -> String {
+        let (queue, budget) = self.with(|s| (s.queue, s.budget.clone()));
+        let mut out = self.render_counters();
+        let mut gauge = |name: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        };
+        if let Some(budget) = budget {
+            let b = budget.state();
+            gauge(
+                "embedfn_memory_budget_bytes",
+                "The memory budget (MAX_MEMORY).",
+                b.limit,
+            );
+            gauge(
+                "embedfn_memory_resident_bytes",
+                "Resident memory after loading the models, set aside from the budget.",
+                b.resident,
+            );
+            gauge(
+                "embedfn_memory_reserved_bytes",
+                "Bytes reserved by the forward passes running now.",
+                b.reserved,
+            );
+            gauge(
+                "embedfn_passes_running",
+                "Forward passes running now.",
+                b.running as u64,
+            );
+            gauge(
+                "embedfn_passes_waiting",
+                "Forward passes waiting for memory.",
+                b.waiting as u64,
+            );
+            gauge(
+                "embedfn_passes_refused_total",
+                "Forward passes refused (503) for lack of memory in time.",
+                b.refused,
+            );
+        }
+        gauge(
+            "embedfn_requests_running",
+            "Requests running now.",
+            queue.running as u64,
+        );
+        gauge(
+            "embedfn_queue_depth",
+            "Requests waiting for a slot.",
+            queue.waiting as u64,
+        );
+        gauge(
+            "embedfn_queue_capacity",
+            "The most requests that may wait (MAX_QUEUE).",
+            queue.capacity as u64,
+        );
+        gauge(
+            "embedfn_requests_rejected_total",
+            "Requests turned away (503) because the queue was full or the wait too long.",
+            queue.rejected,
+        );
+        out
+    }
+
+    fn render_counters(&self) -> String {
         let s = self.with(|s| {
             (
                 s.requests.clone(),
@@ -226,5 +320,23 @@ mod tests {
         assert!(text.contains("embedfn_batch_size_bucket{le=\"4\"} 1"));
         assert!(text.contains("embedfn_tokens_total 20"));
         assert!(text.contains("embedfn_padded_tokens_total 32"));
+        assert!(text.contains("embedfn_queue_depth 0"));
+        assert!(!text.contains("embedfn_memory_budget_bytes"));
+        let budget = Arc::new(Budget::new(1 << 30, 4, Duration::from_secs(1)));
+        budget.set_resident(1 << 28).unwrap();
+        m.watch_budget(budget.clone());
+        m.queue(QueueState {
+            running: 2,
+            waiting: 3,
+            capacity: 8,
+            rejected: 1,
+        });
+        let _pass = budget.reserve(1000).unwrap();
+        let text = m.render();
+        assert!(text.contains("embedfn_memory_budget_bytes 1073741824"));
+        assert!(text.contains("embedfn_memory_resident_bytes 268435456"));
+        assert!(text.contains("embedfn_memory_reserved_bytes 1000"));
+        assert!(text.contains("# TYPE embedfn_queue_depth gauge\nembedfn_queue_depth 3"));
+        assert!(text.contains("embedfn_requests_rejected_total 1"));
     }
 }

@@ -7,16 +7,19 @@
 //! is the max over its windows. Results are sorted by score, descending, ties by input order.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use crate::backend::Backend;
-use crate::batch::{check_request_tokens, plan, Batch, BatchLimits, MAX_REQUEST_TOKENS};
+use crate::batch::{check_request_tokens, plan_within, Batch, BatchLimits, MAX_REQUEST_TOKENS};
+use crate::embed::too_large_for_memory;
 use crate::error::{Error, Result};
+use crate::memory::{Budget, Fit, PassModel};
 use crate::pooling::sigmoid;
 use crate::spec::ModelSpec;
 use crate::tokenize::{cut, TextTokenizer, Tokens};
 
 /// Reranker-wide options, fixed at start-up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RerankOptions {
     /// Longest query, in content tokens (reference: 512).
     pub max_query_length: usize,
@@ -26,6 +29,8 @@ pub struct RerankOptions {
     pub batch: BatchLimits,
     /// Most tokens one request may run, all query–window pairs together.
     pub max_request_tokens: usize,
+    /// The process's memory budget: windows are sized down and passes planned to fit it.
+    pub memory: Option<Arc<Budget>>,
 }
 
 impl Default for RerankOptions {
@@ -35,6 +40,7 @@ impl Default for RerankOptions {
             overlap: 80,
             batch: BatchLimits::default(),
             max_request_tokens: MAX_REQUEST_TOKENS,
+            memory: None,
         }
     }
 }
@@ -72,8 +78,9 @@ impl<B: Backend> Reranker<B> {
         spec: ModelSpec,
         tokenizer: TextTokenizer,
         backend: B,
-        options: RerankOptions,
+        mut options: RerankOptions,
     ) -> Self {
+        options.batch = options.batch.for_graph(&spec.graph);
         Self {
             spec,
             tokenizer,
@@ -111,7 +118,19 @@ impl<B: Backend> Reranker<B> {
     /// Each document's score, in input order, and the tokens run.
     pub fn scores<S: AsRef<str>>(&self, query: &str, documents: &[S]) -> Result<(Vec<f32>, usize)> {
         let specials = self.tokenizer.pair_specials();
-        let budget = self.spec.max_length.saturating_sub(specials);
+        let fit = self
+            .options
+            .memory
+            .as_ref()
+            .map(|b| b.fit(PassModel::for_spec(&self.spec)));
+        // Under a memory budget a pair may have to be shorter than the context length: the
+        // windows shrink to what fits (at least one query and one document token).
+        let max = self.spec.max_length;
+        let limit = fit.as_ref().map_or(max, |f| f.longest(max));
+        if limit < specials + 2 {
+            return Err(too_large_for_memory(max.min(specials + 2), limit));
+        }
+        let budget = limit.saturating_sub(specials);
         // A query may take at most half the budget, so every window keeps room for a document.
         let max_query = self.options.max_query_length.min(budget / 2);
         let mut query = self.tokenizer.content(query)?;
@@ -132,7 +151,7 @@ impl<B: Backend> Reranker<B> {
 
         let tokens = pairs.iter().map(Tokens::len).sum();
         check_request_tokens(tokens, self.options.max_request_tokens)?;
-        let logits = self.logits(&pairs)?;
+        let logits = self.logits(&pairs, fit.as_ref())?;
         let mut scores = vec![f32::NEG_INFINITY; documents.len()];
         for (logit, d) in logits.into_iter().zip(owner) {
             scores[d] = scores[d].max(sigmoid(logit));
@@ -141,10 +160,11 @@ impl<B: Backend> Reranker<B> {
     }
 
     /// Logit (label 0) of every pair, in order.
-    fn logits(&self, pairs: &[Tokens]) -> Result<Vec<f32>> {
+    fn logits(&self, pairs: &[Tokens], fit: Option<&Fit>) -> Result<Vec<f32>> {
         let lengths: Vec<usize> = pairs.iter().map(Tokens::len).collect();
         let mut out = vec![0f32; pairs.len()];
-        for group in plan(&lengths, self.options.batch) {
+        let fits = |batch, seq| fit.is_none_or(|f| f.fits(batch, seq));
+        for group in plan_within(&lengths, self.options.batch, fits) {
             let rows: Vec<&Tokens> = group.iter().map(|&i| &pairs[i]).collect();
             let batch = Batch::pad(&rows, self.tokenizer.pad_id(), None);
             let t = self.backend.forward(&batch)?;

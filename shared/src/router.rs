@@ -107,6 +107,8 @@ pub struct Reply {
     pub content_type: &'static str,
     /// Body bytes.
     pub body: Vec<u8>,
+    /// Seconds for a `Retry-After` header (503 when at capacity); every adapter writes it.
+    pub retry_after: Option<u32>,
 }
 
 /// Which API family a route belongs to: decides the error body's shape.
@@ -218,6 +220,7 @@ fn dispatch<B: Backend>(app: &App<B>, req: &Request) -> (&'static str, Reply) {
                 } else {
                     body
                 },
+                retry_after: None,
             },
         ),
         Err(e) => fail(&e),
@@ -302,6 +305,7 @@ pub fn error_reply(api: Api, e: &Error) -> Reply {
         status: e.status(),
         content_type: "application/json",
         body: body.to_string().into_bytes(),
+        retry_after: e.retry_after(),
     }
 }
 

@@ -9,6 +9,7 @@
 //! | dims | `config.json` `hidden_size` |
 //! | Matryoshka dims | `config.json` `matryoshka_dimensions` |
 //! | tasks | `config.json` `lora_adaptations` (index = `task_id`) |
+//! | heads, FFN width | `config.json` `num_attention_heads`, `intermediate_size` |
 //! | instructions | `config.json` `task_instructions`, else `config_sentence_transformers.json` `prompts` |
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::memory::GraphFacts;
 use crate::pooling::Pooling;
 
 /// What a model does.
@@ -67,6 +69,13 @@ pub struct ModelSpec {
     pub vocab_size: usize,
     /// Parameter count estimate for `/api/show` and `/api/tags`, when known from the config.
     pub num_layers: Option<usize>,
+    /// `num_attention_heads` (memory estimate).
+    pub num_attention_heads: Option<usize>,
+    /// `intermediate_size`, the feed-forward width (memory estimate).
+    pub intermediate_size: Option<usize>,
+    /// Facts read off the ONNX graph by the adapter (batch invariance, attention kind); the
+    /// cautious default until then.
+    pub graph: GraphFacts,
 }
 
 #[derive(Deserialize, Default)]
@@ -80,6 +89,8 @@ struct Config {
     pad_token_id: Option<usize>,
     vocab_size: Option<usize>,
     num_hidden_layers: Option<usize>,
+    num_attention_heads: Option<usize>,
+    intermediate_size: Option<usize>,
     #[serde(default)]
     matryoshka_dimensions: Vec<usize>,
     #[serde(default)]
@@ -176,6 +187,9 @@ impl ModelSpec {
             task_instructions,
             vocab_size: config.vocab_size.unwrap_or(usize::MAX),
             num_layers: config.num_hidden_layers,
+            num_attention_heads: config.num_attention_heads,
+            intermediate_size: config.intermediate_size,
+            graph: GraphFacts::default(),
         })
     }
 

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use embedfn_core::dynamic::{Batcher, BatchingOptions};
-use embedfn_core::files::onnx_path;
+use embedfn_core::files::{graph_facts, onnx_path};
 use embedfn_core::{Backend as _, Batch, Feed, Quantization, Tensor as CoreTensor};
 use embedfn_lambda::ort_backend::{open_session, SessionOptions};
 use half::{bf16, f16};
@@ -411,8 +411,14 @@ impl BackendFromDir for OrtNn {
         let onnx = onnx_path(dir, s.quantization).map_err(backend_err)?;
         let graph = Arc::new(OrtGraph::open(&self.env, &onnx, s.session).map_err(backend_err)?);
         let engine = TextEngine(graph.clone());
+        // A batch-dependent graph (dynamic quantization) never shares a pass across instances.
+        let facts = graph_facts(&onnx).map_err(backend_err)?;
+        let batching = BatchingOptions {
+            limits: s.batching.limits.for_graph(&facts),
+            ..s.batching
+        };
         // The host serves no /metrics of its own (each instance answers for itself).
-        let batcher = Batcher::new(engine, s.batching, Arc::default()).map_err(backend_err)?;
+        let batcher = Batcher::new(engine, batching, Arc::default()).map_err(backend_err)?;
         let shared = SharedGraph {
             graph,
             batcher: Arc::new(batcher),

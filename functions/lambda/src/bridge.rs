@@ -36,5 +36,10 @@ pub fn respond<T>(reply: Reply, body: impl FnOnce(Vec<u8>) -> T) -> Response<T> 
         header::CONTENT_TYPE,
         HeaderValue::from_static(reply.content_type),
     );
+    if let Some(seconds) = reply.retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
     response
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use embedfn_core::batch::MAX_REQUEST_TOKENS;
 use embedfn_core::dynamic::BatchingOptions;
+use embedfn_core::memory::{default_limit, parse_bytes};
 use embedfn_core::{ApiKey, BatchLimits, Limits, Quantization};
 
 /// Whether to use the CUDA execution provider.
@@ -54,6 +55,36 @@ pub struct Config {
     pub batching: BatchingOptions,
     /// `API_KEY`: when set, every route but `/health` needs `Authorization: Bearer <key>`.
     pub api_key: Option<ApiKey>,
+    /// `MAX_MEMORY` (bytes; `2G`, `512M` accepted): the budget every forward pass is planned
+    /// and admitted under. Default: the cgroup limit, else `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`,
+    /// else physical memory, less 10 % headroom.
+    pub max_memory: u64,
+    /// Where `max_memory` came from (for the start-up log).
+    pub max_memory_source: &'static str,
+    /// `MAX_CONCURRENT_REQUESTS`, `MAX_QUEUE`, `MAX_QUEUE_WAIT_MS`: how many requests run at
+    /// once, how many may wait, and for how long.
+    pub admission: Admission,
+}
+
+/// The bounded request queue of the native server (and the wait for memory of every pass).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admission {
+    /// Requests that run at once (each holds a worker thread); `MAX_CONCURRENT_REQUESTS`.
+    pub max_running: usize,
+    /// Requests (and, separately, passes waiting for memory) that may wait; beyond: 503.
+    pub max_queue: usize,
+    /// The longest wait for a slot or for memory; beyond: 503 with `Retry-After`.
+    pub max_wait: Duration,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Self {
+            max_running: 64,
+            max_queue: 256,
+            max_wait: Duration::from_secs(30),
+        }
+    }
 }
 
 /// A variable that is set but cannot be parsed.
@@ -108,6 +139,29 @@ impl Config {
             max_size: num("MAX_BATCH_SIZE", BatchLimits::default().max_size)?.max(1),
         };
         let in_lambda = get("AWS_LAMBDA_RUNTIME_API").is_some();
+        let (max_memory, max_memory_source) = match get("MAX_MEMORY") {
+            Some(v) => (
+                parse_bytes(&v).map_err(|why| ConfigError {
+                    name: "MAX_MEMORY",
+                    value: v.clone(),
+                    why,
+                })?,
+                "MAX_MEMORY",
+            ),
+            None => {
+                let lambda_mb =
+                    get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").and_then(|v| v.trim().parse().ok());
+                detected_memory(cgroup_limit(), lambda_mb, physical_memory())
+            }
+        };
+        let admission = Admission {
+            max_running: num("MAX_CONCURRENT_REQUESTS", Admission::default().max_running)?.max(1),
+            max_queue: num("MAX_QUEUE", Admission::default().max_queue)?,
+            max_wait: Duration::from_millis(num(
+                "MAX_QUEUE_WAIT_MS",
+                Admission::default().max_wait.as_millis() as usize,
+            )? as u64),
+        };
         Ok(Config {
             host: get("HOST").unwrap_or_else(|| "0.0.0.0".into()),
             port: u16::try_from(port).map_err(|e| ConfigError {
@@ -149,8 +203,69 @@ impl Config {
                 wait: Duration::from_millis(num("BATCH_WAIT_MS", 0)? as u64),
             },
             api_key: get("API_KEY").map(ApiKey::new),
+            max_memory,
+            max_memory_source,
+            admission,
         })
     }
+}
+
+/// The default budget and where it came from (see [`default_limit`]).
+fn detected_memory(
+    cgroup: Option<u64>,
+    lambda_mb: Option<u64>,
+    physical: Option<u64>,
+) -> (u64, &'static str) {
+    let limit = default_limit(cgroup, lambda_mb, physical);
+    let source = if default_limit(cgroup, None, physical) != default_limit(None, None, physical) {
+        "the cgroup memory limit"
+    } else if lambda_mb.is_some() {
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"
+    } else if physical.is_some() {
+        "physical memory"
+    } else {
+        "a 4 GiB guess"
+    };
+    (limit, source)
+}
+
+/// The cgroup memory limit: v2 `memory.max`, else v1 `memory.limit_in_bytes`.
+fn cgroup_limit() -> Option<u64> {
+    [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .find_map(|p| parse_cgroup(&std::fs::read_to_string(p).ok()?))
+}
+
+/// A cgroup limit file's value; `max` (no limit) is none.
+fn parse_cgroup(text: &str) -> Option<u64> {
+    text.trim().parse().ok()
+}
+
+/// `MemTotal` from `/proc/meminfo`, in bytes.
+fn physical_memory() -> Option<u64> {
+    parse_meminfo(&std::fs::read_to_string("/proc/meminfo").ok()?, "MemTotal:")
+}
+
+/// A `kB` field of `/proc/meminfo` or `/proc/<pid>/status`, in bytes.
+pub fn parse_meminfo(text: &str, field: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(field))?;
+    let kib: u64 = line[field.len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// This process's resident memory now (`VmRSS`), in bytes.
+pub fn resident_memory() -> Option<u64> {
+    parse_meminfo(
+        &std::fs::read_to_string("/proc/self/status").ok()?,
+        "VmRSS:",
+    )
 }
 
 /// Physical cores from `/proc/cpuinfo` (distinct physical id / core id pairs); logical CPUs
@@ -221,5 +336,49 @@ mod tests {
         assert!(config(&[("PORT", "http")]).is_err());
         assert!(config(&[("ONNX_QUANTIZATION", "q3")]).is_err());
         assert!(config(&[("USE_CUDA", "maybe")]).is_err());
+    }
+
+    #[test]
+    fn memory_budget_and_queue() {
+        let c = config(&[
+            ("MAX_MEMORY", "768M"),
+            ("MAX_QUEUE", "4"),
+            ("MAX_QUEUE_WAIT_MS", "250"),
+            ("MAX_CONCURRENT_REQUESTS", "2"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.max_memory, c.max_memory_source),
+            (768 << 20, "MAX_MEMORY")
+        );
+        assert_eq!(
+            c.admission,
+            Admission {
+                max_running: 2,
+                max_queue: 4,
+                max_wait: Duration::from_millis(250),
+            }
+        );
+        assert!(config(&[("MAX_MEMORY", "lots")]).is_err());
+        let d = config(&[]).unwrap();
+        assert_eq!(d.admission, Admission::default());
+        assert!(d.max_memory > 0);
+        let g = 1u64 << 30;
+        assert_eq!(
+            detected_memory(Some(2 * g), Some(4096), Some(16 * g)),
+            ((1.8 * g as f64) as u64, "the cgroup memory limit")
+        );
+        assert_eq!(
+            detected_memory(None, Some(3008), Some(16 * g)).1,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"
+        );
+        assert_eq!(
+            detected_memory(parse_cgroup("max\n"), None, Some(16 * g)),
+            ((14.4 * g as f64) as u64, "physical memory")
+        );
+        assert_eq!(parse_cgroup("1073741824\n"), Some(g));
+        let meminfo = "MemTotal:       24576000 kB\nMemFree:        1000 kB\n";
+        assert_eq!(parse_meminfo(meminfo, "MemTotal:"), Some(24_576_000 * 1024));
+        assert!(resident_memory().is_some_and(|r| r > 0));
     }
 }

@@ -14,7 +14,7 @@ pub mod server;
 
 use std::sync::Arc;
 
-use embedfn_core::{App, Metrics, Registry};
+use embedfn_core::{App, Budget, Metrics, Registry};
 
 use crate::config::Config;
 use crate::models::Engine;
@@ -29,16 +29,26 @@ pub fn build(config: &Config) -> Result<App<Engine>, String> {
         cuda: config.cuda,
     };
     let metrics = Arc::new(Metrics::default());
+    let budget = Arc::new(Budget::new(
+        config.max_memory,
+        config.admission.max_queue,
+        config.admission.max_wait,
+    ));
+    metrics.watch_budget(budget.clone());
+    let shared = models::Shared {
+        metrics: metrics.clone(),
+        budget: budget.clone(),
+    };
     let embedder = config
         .embeddings_model
         .as_deref()
-        .map(|id| models::embedder(id, config, &env, session, &metrics))
+        .map(|id| models::embedder(id, config, &env, session, &shared))
         .transpose()
         .map_err(|e| e.to_string())?;
     let reranker = config
         .reranker_model
         .as_deref()
-        .map(|id| models::reranker(id, config, &env, session, &metrics))
+        .map(|id| models::reranker(id, config, &env, session, &shared))
         .transpose()
         .map_err(|e| e.to_string())?;
     if embedder.is_none() && reranker.is_none() {
@@ -46,6 +56,16 @@ pub fn build(config: &Config) -> Result<App<Engine>, String> {
             "both EMBEDDINGS_MODEL_ID and RERANKER_MODEL_ID are 'none': nothing to serve".into(),
         );
     }
+    // What the process holds now (runtime, sessions, weights, tokenizers) is set aside; passes
+    // share the rest.
+    let resident = config::resident_memory().unwrap_or(0);
+    budget.set_resident(resident).map_err(|e| e.to_string())?;
+    tracing::info!(
+        max_memory_mib = config.max_memory >> 20,
+        from = config.max_memory_source,
+        resident_mib = resident >> 20,
+        "memory budget"
+    );
     let mut app = App::new(Registry { embedder, reranker });
     app.limits = config.limits;
     app.metrics = metrics;

@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use embedfn_core::dynamic::Batcher;
-use embedfn_core::files::{model_info, onnx_path, read_model_dir};
+use embedfn_core::files::{graph_facts, model_info, onnx_path, read_model_dir};
 use embedfn_core::{
-    Embedder, EmbedderOptions, Error, Metrics, ModelInfo, ModelKind, ModelSpec, RerankOptions,
-    Reranker, Result, Served, TextTokenizer,
+    Budget, Embedder, EmbedderOptions, Error, Metrics, ModelInfo, ModelKind, ModelSpec,
+    RerankOptions, Reranker, Result, Served, TextTokenizer,
 };
 
 use ort::environment::Environment;
@@ -110,7 +110,7 @@ fn load(
 ) -> Result<(ModelInfo, ModelSpec, TextTokenizer, OrtBackend)> {
     let dir = resolve(id, config)?;
     let files = read_model_dir(&dir)?;
-    let spec = ModelSpec::from_files(&files)?;
+    let mut spec = ModelSpec::from_files(&files)?;
     if spec.kind != expected {
         return Err(Error::Model(format!(
             "'{id}' is a {:?} model (from config.json architectures), expected {expected:?}",
@@ -118,6 +118,7 @@ fn load(
         )));
     }
     let onnx = onnx_path(&dir, config.quantization)?;
+    spec.graph = graph_facts(&onnx)?;
     // The session takes most of start-up; the tokenizer (17 MB of JSON for Jina) parses beside it.
     let (tokenizer, backend) = std::thread::scope(|s| {
         let backend = s.spawn(|| OrtBackend::load(env, &onnx, session));
@@ -130,7 +131,8 @@ fn load(
     let (tokenizer, backend) = (tokenizer?, backend?);
     tracing::info!(
         model = id, onnx = %onnx.display(), device = backend.device, max_length = spec.max_length,
-        dims = spec.dims, tasks = spec.tasks.len(), "model loaded"
+        dims = spec.dims, tasks = spec.tasks.len(), batch_invariant = spec.graph.batch_invariant,
+        attention = ?spec.graph.attention, "model loaded"
     );
     let info = model_info(served_name(id), id, &onnx, config.quantization);
     Ok((info, spec, tokenizer, backend))
@@ -148,21 +150,37 @@ fn served_name(id: &str) -> String {
     }
 }
 
+/// What every model of the process shares: the metrics and the memory budget.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    /// Served at `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// The process-wide memory budget.
+    pub budget: Arc<Budget>,
+}
+
 /// The embedding model, ready to serve.
 pub fn embedder(
     id: &str,
     config: &Config,
     env: &Environment,
     session: SessionOptions,
-    metrics: &Arc<Metrics>,
+    shared: &Shared,
 ) -> Result<Served<Embedder<Engine>>> {
     let (info, spec, tokenizer, backend) = load(id, ModelKind::Embedding, config, env, session)?;
-    let backend = Batcher::new(backend, config.batching, metrics.clone())?;
+    let backend = Batcher::for_model(
+        backend,
+        config.batching,
+        shared.metrics.clone(),
+        &spec,
+        Some(shared.budget.clone()),
+    )?;
     let options = EmbedderOptions {
         instructions: config.task_instructions,
         default_task: config.default_task.clone(),
         batch: config.batch,
         max_request_tokens: config.max_request_tokens,
+        memory: Some(shared.budget.clone()),
     };
     Ok(Served {
         info,
@@ -176,13 +194,20 @@ pub fn reranker(
     config: &Config,
     env: &Environment,
     session: SessionOptions,
-    metrics: &Arc<Metrics>,
+    shared: &Shared,
 ) -> Result<Served<Reranker<Engine>>> {
     let (info, spec, tokenizer, backend) = load(id, ModelKind::CrossEncoder, config, env, session)?;
-    let backend = Batcher::new(backend, config.batching, metrics.clone())?;
+    let backend = Batcher::for_model(
+        backend,
+        config.batching,
+        shared.metrics.clone(),
+        &spec,
+        Some(shared.budget.clone()),
+    )?;
     let options = RerankOptions {
         batch: config.batch,
         max_request_tokens: config.max_request_tokens,
+        memory: Some(shared.budget.clone()),
         ..RerankOptions::default()
     };
     Ok(Served {

@@ -136,12 +136,19 @@ fn builder(
         .with_intra_op_spinning(false)
         .map_err(|e| s(&e))?
         .with_inter_threads(1)
+        .map_err(|e| s(&e))?
+        // The memory budget needs each pass's memory back when it ends: no CPU arena (it keeps
+        // its high-water mark, per session) and no memory patterns (a cached plan per shape).
+        .with_memory_pattern(false)
         .map_err(|e| s(&e))?;
-    if cuda {
-        builder = builder
-            .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
-            .map_err(|e| s(&e))?;
+    let cpu = ort::ep::CPU::default().with_arena_allocator(false).build();
+    builder = if cuda {
+        let cuda = ort::ep::CUDA::default().build().error_on_failure();
+        builder.with_execution_providers([cuda, cpu])
+    } else {
+        builder.with_execution_providers([cpu])
     }
+    .map_err(|e| s(&e))?;
     Ok(builder)
 }
 

@@ -63,9 +63,12 @@ fn handle(req: Request) -> Response {
 }
 
 fn respond(reply: Reply) -> Response {
-    Response::builder()
+    let mut response = Response::builder();
+    response
         .status(reply.status)
-        .header("content-type", reply.content_type)
-        .body(reply.body)
-        .build()
+        .header("content-type", reply.content_type);
+    if let Some(seconds) = reply.retry_after {
+        response.header("retry-after", seconds.to_string());
+    }
+    response.body(reply.body).build()
 }

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use embedfn_core::batch::MAX_REQUEST_TOKENS;
-use embedfn_core::files::{model_info, onnx_path, read_model_dir};
+use embedfn_core::files::{graph_facts, model_info, onnx_path, read_model_dir};
 use embedfn_core::{
     ApiKey, App, Embedder, EmbedderOptions, Error, Limits, ModelKind, ModelSpec, Quantization,
     Registry, RerankOptions, Reranker, Result, Served, TextTokenizer,
@@ -70,7 +70,7 @@ fn model_dir(name: &str, default: &str) -> Option<String> {
 fn load(dir: &str, expected: ModelKind) -> Result<(ModelSpec, TextTokenizer, Served<()>)> {
     let path = Path::new(dir);
     let files = read_model_dir(path)?;
-    let spec = ModelSpec::from_files(&files)?;
+    let mut spec = ModelSpec::from_files(&files)?;
     if spec.kind != expected {
         return Err(Error::Model(format!(
             "{dir} is a {:?} model, expected {expected:?}",
@@ -84,6 +84,10 @@ fn load(dir: &str, expected: ModelKind) -> Result<(ModelSpec, TextTokenizer, Ser
     // The ONNX file lives with the host; it is reported when the component can see it too.
     let onnx = onnx_path(path, Quantization::None).unwrap_or_default();
     let info = model_info(name, dir, &onnx, Quantization::None);
+    // Batch-dependent graphs (dynamic quantization) run one sequence per pass here too.
+    if let Ok(facts) = graph_facts(&onnx) {
+        spec.graph = facts;
+    }
     Ok((spec, tokenizer, Served { info, model: () }))
 }
 
