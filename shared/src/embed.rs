@@ -7,7 +7,7 @@ use crate::batch::{check_request_tokens, plan, Batch, BatchLimits, MAX_REQUEST_T
 use crate::error::{Error, Result};
 use crate::pooling;
 use crate::spec::ModelSpec;
-use crate::tokenize::{TextTokenizer, Tokens};
+use crate::tokenize::{Side, TextTokenizer, Tokens};
 
 /// One input to embed.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +31,11 @@ pub struct EmbedParams {
     pub normalize: bool,
     /// Run all inputs as one sequence and pool each over its span.
     pub late_chunking: bool,
+    /// Per-request token limit (special tokens included), at most the model's; `None`: the
+    /// model's (the seed's `max_length`).
+    pub max_length: Option<usize>,
+    /// Which end of an over-long input is cut (TEI's `truncation_direction`).
+    pub side: Side,
 }
 
 impl Default for EmbedParams {
@@ -41,6 +46,8 @@ impl Default for EmbedParams {
             truncate: true,
             normalize: true,
             late_chunking: false,
+            max_length: None,
+            side: Side::Right,
         }
     }
 }
@@ -117,6 +124,11 @@ impl<B: Backend> Embedder<B> {
         &self.spec
     }
 
+    /// The embedder-wide options.
+    pub fn options(&self) -> &EmbedderOptions {
+        &self.options
+    }
+
     /// The task used when a request names none.
     pub fn default_task(&self) -> Option<&str> {
         self.options.default_task.as_deref()
@@ -131,7 +143,7 @@ impl<B: Backend> Embedder<B> {
         } else {
             let seqs = inputs
                 .iter()
-                .map(|input| self.sequence(input, instruction, params.truncate))
+                .map(|input| self.sequence(input, instruction, params))
                 .collect::<Result<Vec<_>>>()?;
             let tokens = seqs.iter().map(Tokens::len).sum();
             check_request_tokens(tokens, self.options.max_request_tokens)?;
@@ -160,8 +172,56 @@ impl<B: Backend> Embedder<B> {
         let (_, instruction) = self.task(params.task.as_deref())?;
         inputs
             .iter()
-            .map(|input| self.sequence(input, instruction, params.truncate))
+            .map(|input| self.sequence(input, instruction, params))
             .collect()
+    }
+
+    /// The tokenizer (TEI's `/tokenize` and `/decode` use it directly).
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    /// The instruction prefix a request's task or prompt name adds ("" for none).
+    pub fn instruction(&self, task: Option<&str>) -> Result<&str> {
+        Ok(self.task(task)?.1)
+    }
+
+    /// Token-level output of each input (TEI's `/embed_all`): one `hidden`-wide row per token
+    /// of the sequence the model ran, special tokens included, padding left out.
+    pub fn token_embeddings(
+        &self,
+        inputs: &[Input],
+        params: &EmbedParams,
+    ) -> Result<Vec<Vec<Vec<f32>>>> {
+        let (task_id, instruction) = self.task(params.task.as_deref())?;
+        let seqs = inputs
+            .iter()
+            .map(|input| self.sequence(input, instruction, params))
+            .collect::<Result<Vec<_>>>()?;
+        check_request_tokens(
+            seqs.iter().map(Tokens::len).sum(),
+            self.options.max_request_tokens,
+        )?;
+        let lengths: Vec<usize> = seqs.iter().map(Tokens::len).collect();
+        let mut out = vec![Vec::new(); seqs.len()];
+        for group in plan(&lengths, self.options.batch) {
+            let rows: Vec<&Tokens> = group.iter().map(|&i| &seqs[i]).collect();
+            let batch = Batch::pad(&rows, self.tokenizer.pad_id(), task_id);
+            let tensor = self.backend.forward(&batch)?;
+            let hidden = self.check_output(&tensor, &batch)?;
+            if tensor.shape.len() != 3 {
+                return Err(Error::bad_request(
+                    "this model returns pooled vectors only, not token embeddings",
+                ));
+            }
+            for (row, &i) in group.iter().enumerate() {
+                let base = row * batch.seq * hidden;
+                out[i] = (0..lengths[i])
+                    .map(|t| tensor.data[base + t * hidden..base + (t + 1) * hidden].to_vec())
+                    .collect();
+            }
+        }
+        Ok(out)
     }
 
     fn check_dimensions(&self, dimensions: Option<usize>) -> Result<usize> {
@@ -179,6 +239,11 @@ impl<B: Backend> Embedder<B> {
         let Some(task) = task.or(self.options.default_task.as_deref()) else {
             return Ok((None, ""));
         };
+        // A model without task adapters may still have named prompts
+        // (`config_sentence_transformers.json`): TEI's `prompt_name` picks one.
+        if self.spec.tasks.is_empty() && self.spec.task_instructions.contains_key(task) {
+            return Ok((None, self.spec.instruction(task)));
+        }
         let id = self.spec.task_id(task)?;
         let instruction = if self.options.instructions {
             self.spec.instruction(task)
@@ -188,13 +253,16 @@ impl<B: Backend> Embedder<B> {
         Ok((Some(id), instruction))
     }
 
-    fn sequence(&self, input: &Input, instruction: &str, truncate: bool) -> Result<Tokens> {
-        let max = self.spec.max_length;
+    fn sequence(&self, input: &Input, instruction: &str, params: &EmbedParams) -> Result<Tokens> {
+        let max = self.max_length(params.max_length)?;
+        let truncate = params.truncate;
         match input {
             Input::Text(text) => {
-                let (tokens, full) = self
-                    .tokenizer
-                    .single(&format!("{instruction}{text}"), max)?;
+                let (tokens, full) = self.tokenizer.single_from(
+                    &format!("{instruction}{text}"),
+                    max,
+                    params.side,
+                )?;
                 if full > max && !truncate {
                     return Err(too_long(full, max));
                 }
@@ -213,10 +281,28 @@ impl<B: Backend> Embedder<B> {
                 if ids.len() > max && !truncate {
                     return Err(too_long(ids.len(), max));
                 }
-                let ids = ids[..ids.len().min(max)].to_vec();
+                let keep = ids.len().min(max);
+                let ids = match params.side {
+                    Side::Right => ids[..keep].to_vec(),
+                    Side::Left => ids[ids.len() - keep..].to_vec(),
+                };
                 let type_ids = vec![0; ids.len()];
                 Ok(Tokens { ids, type_ids })
             }
+        }
+    }
+
+    /// The token limit of a request: its `max_length` when given (at least room for the special
+    /// tokens and one more), never more than the model's.
+    fn max_length(&self, requested: Option<usize>) -> Result<usize> {
+        let model = self.spec.max_length;
+        match requested {
+            None => Ok(model),
+            Some(m) if m > self.tokenizer.single_specials() => Ok(m.min(model)),
+            Some(m) => Err(Error::bad_request(format!(
+                "max_length must be more than {} (got {m})",
+                self.tokenizer.single_specials()
+            ))),
         }
     }
 

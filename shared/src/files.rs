@@ -72,7 +72,8 @@ pub fn onnx_size(path: &Path) -> u64 {
 }
 
 /// What is reported about a served model (`/api/tags`, `/v1/models`): `name` as listed, the
-/// ONNX file's size and time, and a digest of what identifies the loaded file (`id`, size, time).
+/// ONNX file's size and time, a digest of what identifies the loaded file (`id`, size, time),
+/// and its weights as counted from the graph's initializers ([`crate::onnx_weights`]).
 pub fn model_info(name: String, id: &str, onnx: &Path, quantization: Quantization) -> ModelInfo {
     let size = onnx_size(onnx);
     let modified = fs::metadata(onnx)
@@ -86,6 +87,9 @@ pub fn model_info(name: String, id: &str, onnx: &Path, quantization: Quantizatio
         modified_at: rfc3339(modified),
         digest: digest(id, size, modified),
         quantization,
+        weights: fs::File::open(onnx)
+            .ok()
+            .and_then(|f| crate::onnx_weights::count(std::io::BufReader::new(f)).ok()),
     }
 }
 

@@ -25,6 +25,8 @@ pub mod error;
 #[cfg(feature = "fs")]
 pub mod files;
 pub mod metrics;
+pub mod onnx_weights;
+pub mod openapi;
 pub mod output;
 pub mod pooling;
 pub mod registry;
@@ -39,7 +41,7 @@ pub use batch::{Batch, BatchLimits, Feed};
 pub use embed::{EmbedParams, Embedder, EmbedderOptions, Input};
 pub use error::{Error, Result};
 pub use metrics::Metrics;
-pub use registry::{ModelInfo, Registry, Served};
+pub use registry::{ModelInfo, Registry, Served, WeightStats};
 pub use rerank::{RerankOptions, Reranker};
 pub use router::{route, ApiKey, App, Limits, Reply, Request};
 pub use spec::{ModelFiles, ModelKind, ModelSpec, Quantization};

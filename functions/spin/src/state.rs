@@ -122,7 +122,7 @@ fn build() -> Result<App<Engine>> {
         })
         .transpose()?;
     let defaults = Limits::default();
-    let mut app = App::new(Registry { embedder, reranker });
+    let mut app = App::new(Registry::single(embedder, reranker));
     app.limits = Limits {
         max_body_bytes: number("MAX_BODY_BYTES", defaults.max_body_bytes)?,
         max_inputs: number("MAX_INPUTS", defaults.max_inputs)?,
