@@ -1,14 +1,14 @@
 //! `GET /openapi.json`: an OpenAPI 3.1 document generated from the route table and the schema
 //! types of `api/*` (their `utoipa::ToSchema` derives). Every row contributes its request and
-//! response schemas; rows that share a path and method (the body decides between them) become a
-//! `oneOf`; every operation's `default` response is its API family's error shape.
+//! response schemas; rows that share a path and method (the body decides between them) become an
+//! `anyOf`; every operation's `default` response is its API family's error shape.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathItemBuilder};
 use utoipa::openapi::request_body::RequestBodyBuilder;
-use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Schema, Type};
 use utoipa::openapi::{
     ComponentsBuilder, Content, InfoBuilder, OpenApiBuilder, PathsBuilder, Ref, RefOr, Required,
     ResponseBuilder,
@@ -121,16 +121,24 @@ fn error_schema(api: Api) -> SchemaFn {
     }
 }
 
-fn one_of(mut items: Vec<RefOr<Schema>>) -> RefOr<Schema> {
-    items.dedup_by(|a, b| serde_json::to_string(a).ok() == serde_json::to_string(b).ok());
+/// One schema, or `anyOf` the rows' schemas (an error body of one family may also fit
+/// another's looser schema, so `oneOf` would be wrong).
+fn any_of(mut items: Vec<RefOr<Schema>>) -> RefOr<Schema> {
+    let mut seen = Vec::new();
+    items.retain(|s| {
+        let key = serde_json::to_string(s).unwrap_or_default();
+        let new = !seen.contains(&key);
+        seen.push(key);
+        new
+    });
     if items.len() == 1 {
         return items.remove(0);
     }
-    let mut b = OneOfBuilder::new();
+    let mut b = AnyOfBuilder::new();
     for item in items {
         b = b.item(item);
     }
-    RefOr::T(Schema::OneOf(b.build()))
+    RefOr::T(Schema::AnyOf(b.build()))
 }
 
 fn text_schema() -> RefOr<Schema> {
@@ -175,7 +183,7 @@ pub fn openapi<B: Backend>(version: &str) -> utoipa::openapi::OpenApi {
                 HttpMethod::Get
             };
             let ok = match body {
-                Body::Json => Content::new(Some(one_of(responses))),
+                Body::Json => Content::new(Some(any_of(responses))),
                 Body::AnyJson => Content::new(Some(RefOr::T(Schema::Object(
                     ObjectBuilder::new().schema_type(Type::Object).build(),
                 )))),
@@ -203,13 +211,13 @@ pub fn openapi<B: Backend>(version: &str) -> utoipa::openapi::OpenApi {
                     "default",
                     ResponseBuilder::new()
                         .description("Error, in the API family's own shape")
-                        .content("application/json", Content::new(Some(one_of(errors))))
+                        .content("application/json", Content::new(Some(any_of(errors))))
                         .build(),
                 );
             if !requests.is_empty() {
                 op = op.request_body(Some(
                     RequestBodyBuilder::new()
-                        .content("application/json", Content::new(Some(one_of(requests))))
+                        .content("application/json", Content::new(Some(any_of(requests))))
                         .required(Some(Required::True))
                         .build(),
                 ));
