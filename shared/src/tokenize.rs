@@ -148,9 +148,10 @@ impl TextTokenizer {
 
     /// Every token of `text` with its span (TEI's `/tokenize`), special tokens added or not.
     pub fn spans(&self, text: &str, add_special_tokens: bool) -> Result<Vec<TokenSpan>> {
+        // `encode` (not `encode_fast`) tracks byte offsets.
         let encoding = self
             .inner
-            .encode_fast(text, add_special_tokens)
+            .encode(text, add_special_tokens)
             .map_err(|e| Error::bad_request(format!("cannot tokenize input: {e}")))?;
         Ok(encoding
             .get_ids()
