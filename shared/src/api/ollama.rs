@@ -17,7 +17,7 @@ use crate::spec::{ModelKind, ModelSpec};
 
 /// `POST /api/embed`
 #[derive(Deserialize, ToSchema)]
-#[schema(as = OllamaEmbedRequest)]
+#[schema(as = OllamaEmbedRequest, example = json!({"input": ["Hello", "world"], "truncate": true}))]
 pub struct EmbedRequest {
     /// A served model's name (default: the first embedder).
     pub model: Option<String>,
@@ -49,6 +49,7 @@ pub struct EmbedResponse {
 
 /// `POST /api/embeddings` (legacy)
 #[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"prompt": "Hello"}))]
 pub struct LegacyRequest {
     /// A served model's name.
     pub model: Option<String>,
@@ -76,7 +77,7 @@ pub struct ShowRequest {
 
 /// `POST /api/rerank` body (the seed service's shape).
 #[derive(Deserialize, ToSchema)]
-#[schema(as = OllamaRerankRequest)]
+#[schema(as = OllamaRerankRequest, example = json!({"query": "q", "documents": ["a", "b"], "top_n": 1}))]
 pub struct RerankRequest {
     /// A served reranker's name.
     pub model: Option<String>,

@@ -16,6 +16,7 @@ use crate::router::App;
 /// are as good as absent (Spin's `open_ai` client sends `encoding_format`, `dimensions` and
 /// `user` as null).
 #[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"input": ["Hello", "world"], "encoding_format": "float"}))]
 pub struct EmbeddingsRequest {
     /// A string, strings, token ids, or arrays of token ids.
     pub input: Option<Value>,
@@ -129,6 +130,7 @@ pub fn embeddings<B: Backend>(app: &App<B>, body: &[u8]) -> Result<Vec<u8>> {
 
 /// `POST /tokenize` in embedfn's own shape (`input`).
 #[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"input": ["Hello"]}))]
 pub struct TokenizeRequest {
     /// A string, strings, or token ids.
     pub input: Option<Value>,

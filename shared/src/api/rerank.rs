@@ -31,6 +31,7 @@ impl Document {
 
 /// `POST /v1/rerank`, `/v2/rerank`, `/rerank` (Jina / Cohere).
 #[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"query": "q", "documents": ["a", {"text": "b"}], "top_n": 1}))]
 pub struct RerankRequest {
     /// A served reranker's name (default: the first).
     pub model: Option<String>,

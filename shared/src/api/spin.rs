@@ -14,6 +14,7 @@ use crate::router::App;
 
 /// `POST /embed` with `input`.
 #[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"input": ["Hello", "world"]}))]
 pub struct SpinEmbedRequest {
     /// The model name the Spin app asked for (e.g. `all-minilm-l6-v2`).
     pub model: Option<String>,

@@ -63,7 +63,7 @@ impl From<TruncationDirection> for Side {
 
 /// `POST /embed` (and `POST /` on an embedding server).
 #[derive(Deserialize, ToSchema)]
-#[schema(as = TeiEmbedRequest)]
+#[schema(as = TeiEmbedRequest, example = json!({"inputs": ["What is Deep Learning?", "Hello"], "truncate": true, "truncation_direction": "Right", "normalize": true}))]
 pub struct EmbedRequest {
     /// Text(s) or token ids to embed.
     pub inputs: Inputs,
@@ -88,6 +88,7 @@ pub struct EmbedResponse(pub Vec<Vec<f32>>);
 
 /// `POST /embed_all`: token embeddings.
 #[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"inputs": "What is Deep Learning?"}))]
 pub struct EmbedAllRequest {
     /// Text(s) or token ids.
     pub inputs: Inputs,
@@ -107,7 +108,7 @@ pub struct EmbedAllResponse(pub Vec<Vec<Vec<f32>>>);
 
 /// `POST /rerank` (and `POST /` with `texts`).
 #[derive(Deserialize, ToSchema)]
-#[schema(as = TeiRerankRequest)]
+#[schema(as = TeiRerankRequest, example = json!({"query": "What is Deep Learning?", "texts": ["Deep Learning is ...", "Hello"], "return_text": true}))]
 pub struct RerankRequest {
     /// The query.
     pub query: String,
@@ -166,6 +167,7 @@ pub struct SimilarityParameters {
 
 /// `POST /similarity` (and `POST /` with `inputs.source_sentence`).
 #[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"inputs": {"source_sentence": "What is Deep Learning?", "sentences": ["What is Machine Learning?"]}}))]
 pub struct SimilarityRequest {
     /// Source and sentences.
     pub inputs: SimilarityInput,
@@ -191,7 +193,7 @@ pub enum TokenizeInputs {
 
 /// `POST /tokenize` in TEI's shape (`inputs`).
 #[derive(Deserialize, ToSchema)]
-#[schema(as = TeiTokenizeRequest)]
+#[schema(as = TeiTokenizeRequest, example = json!({"inputs": "What is Deep Learning?", "add_special_tokens": true}))]
 pub struct TokenizeRequest {
     /// Text(s).
     pub inputs: TokenizeInputs,
@@ -235,6 +237,7 @@ pub enum InputIds {
 
 /// `POST /decode`.
 #[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"ids": [[0, 10, 11, 2]], "skip_special_tokens": true}))]
 pub struct DecodeRequest {
     /// Token ids.
     pub ids: InputIds,
