@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::memory::{Budget, Fit, PassModel};
 use crate::pooling;
 use crate::spec::ModelSpec;
-use crate::tokenize::{TextTokenizer, Tokens};
+use crate::tokenize::{Side, TextTokenizer, Tokens};
 
 /// One input to embed.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,6 +34,11 @@ pub struct EmbedParams {
     pub normalize: bool,
     /// Run all inputs as one sequence and pool each over its span.
     pub late_chunking: bool,
+    /// Per-request token limit (special tokens included), at most the model's; `None`: the
+    /// model's (the seed's `max_length`).
+    pub max_length: Option<usize>,
+    /// Which end of an over-long input is cut (TEI's `truncation_direction`).
+    pub side: Side,
 }
 
 impl Default for EmbedParams {
@@ -44,6 +49,8 @@ impl Default for EmbedParams {
             truncate: true,
             normalize: true,
             late_chunking: false,
+            max_length: None,
+            side: Side::Right,
         }
     }
 }
@@ -137,6 +144,11 @@ impl<B: Backend> Embedder<B> {
         &self.spec
     }
 
+    /// The embedder-wide options.
+    pub fn options(&self) -> &EmbedderOptions {
+        &self.options
+    }
+
     /// The task used when a request names none.
     pub fn default_task(&self) -> Option<&str> {
         self.options.default_task.as_deref()
@@ -152,7 +164,7 @@ impl<B: Backend> Embedder<B> {
             let fit = self.fit();
             let seqs = inputs
                 .iter()
-                .map(|input| self.sequence(input, instruction, params.truncate, fit.as_ref()))
+                .map(|input| self.sequence(input, instruction, params, fit.as_ref()))
                 .collect::<Result<Vec<_>>>()?;
             let tokens = seqs.iter().map(Tokens::len).sum();
             check_request_tokens(tokens, self.options.max_request_tokens)?;
@@ -182,8 +194,48 @@ impl<B: Backend> Embedder<B> {
         let fit = self.fit();
         inputs
             .iter()
-            .map(|input| self.sequence(input, instruction, params.truncate, fit.as_ref()))
+            .map(|input| self.sequence(input, instruction, params, fit.as_ref()))
             .collect()
+    }
+
+    /// The tokenizer (TEI's `/tokenize` and `/decode` use it directly).
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    /// The instruction prefix a request's task or prompt name adds ("" for none).
+    pub fn instruction(&self, task: Option<&str>) -> Result<&str> {
+        Ok(self.task(task)?.1)
+    }
+
+    /// Token-level output of each input (TEI's `/embed_all`): one `hidden`-wide row per token
+    /// of the sequence the model ran, special tokens included, padding left out.
+    pub fn token_embeddings(
+        &self,
+        inputs: &[Input],
+        params: &EmbedParams,
+    ) -> Result<Vec<Vec<Vec<f32>>>> {
+        let (task_id, instruction) = self.task(params.task.as_deref())?;
+        let fit = self.fit();
+        let seqs = inputs
+            .iter()
+            .map(|input| self.sequence(input, instruction, params, fit.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
+        check_request_tokens(
+            seqs.iter().map(Tokens::len).sum(),
+            self.options.max_request_tokens,
+        )?;
+        let mut out = vec![Vec::new(); seqs.len()];
+        self.each_output(&seqs, task_id, fit.as_ref(), |i, output, hidden| {
+            let Output::Tokens(rows, _) = output else {
+                return Err(Error::bad_request(
+                    "this model returns pooled vectors only, not token embeddings",
+                ));
+            };
+            out[i] = rows.chunks(hidden).map(<[f32]>::to_vec).collect();
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     fn check_dimensions(&self, dimensions: Option<usize>) -> Result<usize> {
@@ -201,6 +253,11 @@ impl<B: Backend> Embedder<B> {
         let Some(task) = task.or(self.options.default_task.as_deref()) else {
             return Ok((None, ""));
         };
+        // A model without task adapters may still have named prompts
+        // (`config_sentence_transformers.json`): TEI's `prompt_name` picks one.
+        if self.spec.tasks.is_empty() && self.spec.task_instructions.contains_key(task) {
+            return Ok((None, self.spec.instruction(task)));
+        }
         let id = self.spec.task_id(task)?;
         let instruction = if self.options.instructions {
             self.spec.instruction(task)
@@ -214,11 +271,12 @@ impl<B: Backend> Embedder<B> {
         &self,
         input: &Input,
         instruction: &str,
-        truncate: bool,
+        params: &EmbedParams,
         fit: Option<&Fit>,
     ) -> Result<Tokens> {
-        let max = self.spec.max_length;
-        let limit = self.limit(fit);
+        let max = self.max_length(params.max_length)?;
+        let truncate = params.truncate;
+        let limit = self.limit(fit).min(max);
         let check = |len: usize| {
             if len > max && !truncate {
                 return Err(too_long(len, max));
@@ -232,9 +290,11 @@ impl<B: Backend> Embedder<B> {
         };
         match input {
             Input::Text(text) => {
-                let (tokens, full) = self
-                    .tokenizer
-                    .single(&format!("{instruction}{text}"), limit)?;
+                let (tokens, full) = self.tokenizer.single_from(
+                    &format!("{instruction}{text}"),
+                    limit,
+                    params.side,
+                )?;
                 check(full)?;
                 Ok(tokens)
             }
@@ -249,10 +309,28 @@ impl<B: Backend> Embedder<B> {
                     )));
                 }
                 check(ids.len())?;
-                let ids = ids[..ids.len().min(limit)].to_vec();
+                let keep = ids.len().min(limit);
+                let ids = match params.side {
+                    Side::Right => ids[..keep].to_vec(),
+                    Side::Left => ids[ids.len() - keep..].to_vec(),
+                };
                 let type_ids = vec![0; ids.len()];
                 Ok(Tokens { ids, type_ids })
             }
+        }
+    }
+
+    /// The token limit of a request: its `max_length` when given (at least room for the special
+    /// tokens and one more), never more than the model's.
+    fn max_length(&self, requested: Option<usize>) -> Result<usize> {
+        let model = self.spec.max_length;
+        match requested {
+            None => Ok(model),
+            Some(m) if m > self.tokenizer.single_specials() => Ok(m.min(model)),
+            Some(m) => Err(Error::bad_request(format!(
+                "max_length must be more than {} (got {m})",
+                self.tokenizer.single_specials()
+            ))),
         }
     }
 
@@ -263,8 +341,28 @@ impl<B: Backend> Embedder<B> {
         task_id: Option<i64>,
         fit: Option<&Fit>,
     ) -> Result<Vec<Vec<f32>>> {
-        let lengths: Vec<usize> = seqs.iter().map(Tokens::len).collect();
         let mut out = vec![Vec::new(); seqs.len()];
+        self.each_output(seqs, task_id, fit, |i, output, hidden| {
+            out[i] = match output {
+                Output::Tokens(rows, mask) => self.spec.pooling.pool(rows, mask, hidden),
+                Output::Pooled(row) => row.to_vec(),
+            };
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Runs `seqs` in passes planned under the batch limits and the memory budget, and hands
+    /// each sequence's output to `each`: its index, its own rows of the output (padding left
+    /// out) and the output's width.
+    fn each_output(
+        &self,
+        seqs: &[Tokens],
+        task_id: Option<i64>,
+        fit: Option<&Fit>,
+        mut each: impl FnMut(usize, Output<'_>, usize) -> Result<()>,
+    ) -> Result<()> {
+        let lengths: Vec<usize> = seqs.iter().map(Tokens::len).collect();
         let fits = |batch, seq| fit.is_none_or(|f| f.fits(batch, seq));
         for group in plan_within(&lengths, self.options.batch, fits) {
             let rows: Vec<&Tokens> = group.iter().map(|&i| &seqs[i]).collect();
@@ -272,16 +370,20 @@ impl<B: Backend> Embedder<B> {
             let tensor = self.backend.forward(&batch)?;
             let hidden = self.check_output(&tensor, &batch)?;
             for (row, &i) in group.iter().enumerate() {
-                out[i] = if tensor.shape.len() == 3 {
-                    let stride = batch.seq * hidden;
-                    let tokens = &tensor.data[row * stride..(row + 1) * stride];
-                    self.spec.pooling.pool(tokens, batch.mask(row), hidden)
+                let output = if tensor.shape.len() == 3 {
+                    let start = row * batch.seq * hidden;
+                    let len = lengths[i];
+                    Output::Tokens(
+                        &tensor.data[start..start + len * hidden],
+                        &batch.mask(row)[..len],
+                    )
                 } else {
-                    tensor.data[row * hidden..(row + 1) * hidden].to_vec()
+                    Output::Pooled(&tensor.data[row * hidden..(row + 1) * hidden])
                 };
+                each(i, output, hidden)?;
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     fn late_chunked(
@@ -357,6 +459,14 @@ impl<B: Backend> Embedder<B> {
         }
         Ok(hidden)
     }
+}
+
+/// One sequence's share of a pass's output.
+enum Output<'a> {
+    /// Token-level rows `[len, hidden]` and their attention mask (padding left out).
+    Tokens(&'a [f32], &'a [i64]),
+    /// A pooled `[hidden]` vector.
+    Pooled(&'a [f32]),
 }
 
 /// `text-matching` when the model has it (the seeds' default), else the first task.

@@ -2,7 +2,9 @@
 //!
 //! A request may name a model by its id (`jinaai/jina-embeddings-v3`), by the last path segment
 //! (`jina-embeddings-v3`), with an Ollama tag (`…:latest`), or with a task suffix
-//! (`jina-embeddings-v3-query` → `retrieval.query`). A missing or empty name means the served one.
+//! (`jina-embeddings-v3-query` → `retrieval.query`). A server may hold several embedders and
+//! several rerankers (`EMBEDDINGS_MODEL_ID=a,b`); a missing or empty name means the first of the
+//! kind asked for.
 
 use crate::embed::Embedder;
 use crate::error::{Error, Result};
@@ -29,8 +31,53 @@ pub struct ModelInfo {
     pub modified_at: String,
     /// A stable content digest (hex).
     pub digest: String,
-    /// Which ONNX variant runs.
+    /// Which ONNX variant runs (the `ONNX_QUANTIZATION` choice).
     pub quantization: Quantization,
+    /// What the loaded graph's weights are, counted by the adapter at load (`None`: unknown).
+    pub weights: Option<WeightStats>,
+}
+
+/// The weights of a loaded ONNX graph, as counted from its initializers (external data
+/// included) without loading their data.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WeightStats {
+    /// Total number of weight elements (the parameter count).
+    pub parameters: u64,
+    /// Elements per ONNX `TensorProto.DataType` code, over weights of rank ≥ 2 (matrices and
+    /// embedding tables: what decides the quantization).
+    pub matrix_elements_by_type: Vec<(i32, u64)>,
+    /// The graph multiplies by 4-bit weights packed two to a byte (`MatMulNBits`).
+    pub packed_4bit: bool,
+}
+
+impl ModelInfo {
+    /// Ollama's `quantization_level`: from the counted weights, else from the
+    /// `ONNX_QUANTIZATION` choice.
+    pub fn quantization_level(&self) -> &'static str {
+        self.weights
+            .as_ref()
+            .and_then(crate::onnx_graph::quantization_label)
+            .unwrap_or_else(|| self.quantization.label())
+    }
+
+    /// Ollama's `parameter_size` (`22.7M`): the counted weights, else an estimate from the
+    /// file size and the bytes per weight of the `ONNX_QUANTIZATION` choice.
+    pub fn parameter_size(&self) -> String {
+        use crate::spec::Quantization as Q;
+        let counted = self.weights.as_ref().map_or(0, |w| w.parameters);
+        let parameters = if counted > 0 {
+            counted
+        } else {
+            let bytes_per = match self.quantization {
+                Q::None => 4.0,
+                Q::Fp16 => 2.0,
+                Q::Int8 | Q::Uint8 | Q::Quantized => 1.0,
+                Q::Q4 | Q::Bnb4 => 0.5,
+            };
+            (self.size as f64 / bytes_per) as u64
+        };
+        crate::onnx_graph::parameter_size(parameters)
+    }
 }
 
 /// A model with what is reported about it.
@@ -42,61 +89,79 @@ pub struct Served<M> {
     pub model: M,
 }
 
-/// The models one server holds: an embedder, a reranker, or both.
+/// The models one server holds: embedders, rerankers, or both; the first of each kind is the
+/// default for requests that name no model.
 #[derive(Debug)]
 pub struct Registry<B> {
-    /// The embedding model, if served.
-    pub embedder: Option<Served<Embedder<B>>>,
-    /// The cross-encoder, if served.
-    pub reranker: Option<Served<Reranker<B>>>,
+    /// The embedding models, in configured order.
+    pub embedders: Vec<Served<Embedder<B>>>,
+    /// The cross-encoders, in configured order.
+    pub rerankers: Vec<Served<Reranker<B>>>,
+}
+
+impl<B> Registry<B> {
+    /// A registry of at most one model of each kind (adapters that serve one of each).
+    pub fn single(
+        embedder: Option<Served<Embedder<B>>>,
+        reranker: Option<Served<Reranker<B>>>,
+    ) -> Self {
+        Self {
+            embedders: embedder.into_iter().collect(),
+            rerankers: reranker.into_iter().collect(),
+        }
+    }
 }
 
 impl<B: crate::Backend> Registry<B> {
-    /// Every served model: (info, spec, true when it embeds).
+    /// Every served model: (info, spec, true when it embeds), embedders first.
     pub fn list(&self) -> Vec<(&ModelInfo, &ModelSpec, bool)> {
         let e = self
-            .embedder
+            .embedders
             .iter()
             .map(|s| (&s.info, s.model.spec(), true));
         let r = self
-            .reranker
+            .rerankers
             .iter()
             .map(|s| (&s.info, s.model.spec(), false));
         e.chain(r).collect()
     }
 
-    /// The embedder a request names, and the task its name's suffix chooses.
+    /// The embedder a request names (the first one when it names none), and the task its
+    /// name's suffix chooses.
     pub fn embedder(
         &self,
         requested: Option<&str>,
     ) -> Result<(&Served<Embedder<B>>, Option<&'static str>)> {
-        let served = self.embedder.as_ref().ok_or_else(|| {
+        let first = self.embedders.first().ok_or_else(|| {
             Error::ModelNotFound(
                 "this server has no embedding model (EMBEDDINGS_MODEL_ID=none)".into(),
             )
         })?;
-        match requested.filter(|r| !r.trim().is_empty()) {
-            None => Ok((served, None)),
-            Some(r) => {
-                match match_name(&served.info.name, r, !served.model.spec().tasks.is_empty()) {
-                    Some(task) => Ok((served, task)),
-                    None => Err(self.not_found(r)),
-                }
-            }
-        }
+        let Some(r) = requested.filter(|r| !r.trim().is_empty()) else {
+            return Ok((first, None));
+        };
+        self.embedders
+            .iter()
+            .find_map(|s| {
+                match_name(&s.info.name, r, !s.model.spec().tasks.is_empty()).map(|t| (s, t))
+            })
+            .ok_or_else(|| self.not_found(r))
     }
 
-    /// The reranker a request names.
+    /// The reranker a request names (the first one when it names none).
     pub fn reranker(&self, requested: Option<&str>) -> Result<&Served<Reranker<B>>> {
-        let served = self.reranker.as_ref().ok_or_else(|| {
+        let first = self.rerankers.first().ok_or_else(|| {
             Error::ModelNotFound(
                 "this server has no reranker model (RERANKER_MODEL_ID=none)".into(),
             )
         })?;
-        match requested.filter(|r| !r.trim().is_empty()) {
-            Some(r) if match_name(&served.info.name, r, false).is_none() => Err(self.not_found(r)),
-            _ => Ok(served),
-        }
+        let Some(r) = requested.filter(|r| !r.trim().is_empty()) else {
+            return Ok(first);
+        };
+        self.rerankers
+            .iter()
+            .find(|s| match_name(&s.info.name, r, false).is_some())
+            .ok_or_else(|| self.not_found(r))
     }
 
     /// The spec and info of any served model by name (for `/api/show`).
@@ -136,7 +201,12 @@ pub fn match_name(served: &str, requested: &str, has_tasks: bool) -> Option<Opti
         let s = s.rsplit('/').next().unwrap_or(s);
         s.split(':').next().unwrap_or(s).to_string()
     };
-    let (served, requested) = (base(served), base(requested));
+    // Case-insensitive: Ollama-style names are lower case, hub ids are not
+    // (`all-minilm-l6-v2`, as Spin names it, is `sentence-transformers/all-MiniLM-L6-v2`).
+    let (served, requested) = (
+        base(served).to_ascii_lowercase(),
+        base(requested).to_ascii_lowercase(),
+    );
     if requested == served {
         return Some(None);
     }
@@ -165,6 +235,14 @@ mod tests {
         );
         assert_eq!(match_name("/models/minilm/", "minilm", false), Some(None));
         assert_eq!(match_name(id, "bge-m3", true), None);
+        assert_eq!(
+            match_name(
+                "sentence-transformers/all-MiniLM-L6-v2",
+                "all-minilm-l6-v2",
+                false
+            ),
+            Some(None)
+        );
     }
 
     #[test]

@@ -117,6 +117,20 @@ impl<B: Backend> Reranker<B> {
 
     /// Each document's score, in input order, and the tokens run.
     pub fn scores<S: AsRef<str>>(&self, query: &str, documents: &[S]) -> Result<(Vec<f32>, usize)> {
+        let (logits, tokens) = self.best_logits(query, documents)?;
+        Ok((logits.into_iter().map(sigmoid).collect(), tokens))
+    }
+
+    /// The reranker-wide options.
+    pub fn options(&self) -> &RerankOptions {
+        &self.options
+    }
+
+    fn best_logits<S: AsRef<str>>(
+        &self,
+        query: &str,
+        documents: &[S],
+    ) -> Result<(Vec<f32>, usize)> {
         let specials = self.tokenizer.pair_specials();
         let fit = self
             .options
@@ -152,11 +166,22 @@ impl<B: Backend> Reranker<B> {
         let tokens = pairs.iter().map(Tokens::len).sum();
         check_request_tokens(tokens, self.options.max_request_tokens)?;
         let logits = self.logits(&pairs, fit.as_ref())?;
-        let mut scores = vec![f32::NEG_INFINITY; documents.len()];
+        // sigmoid is monotonic: the best window's logit gives the best window's score.
+        let mut best = vec![f32::NEG_INFINITY; documents.len()];
         for (logit, d) in logits.into_iter().zip(owner) {
-            scores[d] = scores[d].max(sigmoid(logit));
+            best[d] = best[d].max(logit);
         }
-        Ok((scores, tokens))
+        Ok((best, tokens))
+    }
+
+    /// Each document's raw logit (max over its windows), in input order, and the tokens run
+    /// (TEI's `raw_scores`).
+    pub fn raw_scores<S: AsRef<str>>(
+        &self,
+        query: &str,
+        documents: &[S],
+    ) -> Result<(Vec<f32>, usize)> {
+        self.best_logits(query, documents)
     }
 
     /// Logit (label 0) of every pair, in order.

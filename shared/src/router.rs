@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use crate::api::{ollama, openai, rerank};
+use crate::api::{ollama, openai, rerank, spin, tei};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -114,20 +114,48 @@ pub struct Reply {
 /// Which API family a route belongs to: decides the error body's shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Api {
-    /// `{"error": "message"}`
+    /// `{"error": "message"}` (Ollama, and Spin's remote LLM contract)
     Ollama,
     /// `{"error": {"message", "type", "param", "code"}}`
     OpenAi,
+    /// Hugging Face TEI: `{"error": "message", "error_type": "Validation"}`, with TEI's statuses
+    Tei,
 }
 
 type Handler<B> = fn(&App<B>, &[u8]) -> Result<Vec<u8>>;
 
+/// Which bodies a row takes when several rows share a path and method: the first row whose
+/// condition holds answers (the last row of a path should be [`When::Any`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    /// Any body.
+    Any,
+    /// The body is a JSON object with this top-level field (`"texts"`), or with this field
+    /// inside an object field (`"inputs.source_sentence"`).
+    Has(&'static str),
+}
+
 /// One row of the table.
-struct Route<B> {
-    methods: &'static [&'static str],
-    path: &'static str,
-    api: Api,
-    handler: Handler<B>,
+pub(crate) struct Route<B> {
+    pub(crate) methods: &'static [&'static str],
+    pub(crate) path: &'static str,
+    pub(crate) api: Api,
+    pub(crate) handler: Handler<B>,
+    pub(crate) when: When,
+    /// What `/openapi.json` says about the row.
+    pub(crate) doc: crate::openapi::Doc,
+}
+
+impl<B> Route<B> {
+    fn when(mut self, field: &'static str) -> Self {
+        self.when = When::Has(field);
+        self
+    }
+
+    fn doc(mut self, doc: crate::openapi::Doc) -> Self {
+        self.doc = doc;
+        self
+    }
 }
 
 const JSON: &str = "application/json";
@@ -140,8 +168,9 @@ const NOT_JSON: [(&str, &str); 2] = [("/", TEXT), ("/metrics", PROMETHEUS)];
 /// The one path that needs no API key (load balancers and orchestrators probe it).
 const OPEN: &str = "/health";
 
-fn table<B: Backend>() -> [Route<B>; 17] {
-    use Api::{Ollama, OpenAi};
+pub(crate) fn table<B: Backend>() -> Vec<Route<B>> {
+    use crate::openapi::{doc, get, text, Doc};
+    use Api::{Ollama, OpenAi, Tei};
     const GET: &[&str] = &["GET", "HEAD"];
     const POST: &[&str] = &["POST"];
     let row = |methods, path, api, handler: Handler<B>| Route {
@@ -149,27 +178,70 @@ fn table<B: Backend>() -> [Route<B>; 17] {
         path,
         api,
         handler,
+        when: When::Any,
+        doc: Doc::default(),
     };
-    [
-        row(GET, "/", Ollama, |_, _| Ok(b"Ollama is running".to_vec())),
-        row(GET, "/health", Ollama, health),
+    vec![
+        row(GET, "/", Ollama, |_, _| Ok(b"Ollama is running".to_vec())).doc(text()),
+        // TEI's `POST /` for Hugging Face-style clients: similarity and rerank by body, else
+        // what the served model does (embed; rerank on a reranker-only server).
+        row(POST, "/", Tei, tei::similarity)
+            .when("inputs.source_sentence")
+            .doc(doc::<tei::SimilarityRequest, tei::SimilarityResponse>()),
+        row(POST, "/", Tei, tei::rerank)
+            .when("texts")
+            .doc(doc::<tei::RerankRequest, tei::RerankResponse>()),
+        row(POST, "/", Tei, tei::root).doc(doc::<tei::EmbedRequest, tei::EmbedResponse>()),
+        row(GET, "/health", Ollama, health).doc(get::<Health>()),
         row(GET, "/metrics", Ollama, |app, _| {
             Ok(app.metrics.render().into_bytes())
-        }),
-        row(POST, "/api/embed", Ollama, ollama::embed),
-        row(POST, "/api/embeddings", Ollama, ollama::embeddings),
-        row(POST, "/api/rerank", Ollama, ollama::rerank),
-        row(GET, "/api/tags", Ollama, ollama::tags),
-        row(POST, "/api/show", Ollama, ollama::show),
-        row(GET, "/api/ps", Ollama, ollama::ps),
-        row(GET, "/api/version", Ollama, ollama::version),
-        row(POST, "/v1/embeddings", OpenAi, openai::embeddings),
-        row(POST, "/embeddings", OpenAi, openai::embeddings),
-        row(GET, "/v1/models", OpenAi, openai::models),
-        row(POST, "/v1/rerank", OpenAi, rerank::rerank),
-        row(POST, "/rerank", OpenAi, rerank::rerank),
-        row(POST, "/v2/rerank", OpenAi, rerank::rerank),
-        row(POST, "/tokenize", OpenAi, openai::tokenize),
+        })
+        .doc(text()),
+        row(GET, "/openapi.json", Ollama, crate::openapi::document).doc(Doc::any_json()),
+        row(POST, "/api/embed", Ollama, ollama::embed)
+            .doc(doc::<ollama::EmbedRequest, ollama::EmbedResponse>()),
+        row(POST, "/api/embeddings", Ollama, ollama::embeddings)
+            .doc(doc::<ollama::LegacyRequest, ollama::LegacyResponse>()),
+        row(POST, "/api/rerank", Ollama, ollama::rerank)
+            .doc(doc::<ollama::RerankRequest, ollama::RerankResponse>()),
+        row(GET, "/api/tags", Ollama, ollama::tags).doc(get::<ollama::Tags>()),
+        row(POST, "/api/show", Ollama, ollama::show)
+            .doc(doc::<ollama::ShowRequest, ollama::ShowResponse>()),
+        row(GET, "/api/ps", Ollama, ollama::ps).doc(get::<ollama::Running>()),
+        row(GET, "/api/version", Ollama, ollama::version).doc(get::<ollama::Version>()),
+        row(POST, "/v1/embeddings", OpenAi, openai::embeddings)
+            .doc(doc::<openai::EmbeddingsRequest, openai::EmbeddingsResponse>()),
+        row(POST, "/embeddings", OpenAi, openai::embeddings)
+            .doc(doc::<openai::EmbeddingsRequest, openai::EmbeddingsResponse>()),
+        row(GET, "/v1/models", OpenAi, openai::models).doc(get::<openai::ModelList>()),
+        row(POST, "/v1/rerank", OpenAi, rerank::rerank)
+            .doc(doc::<rerank::RerankRequest, rerank::RerankResponse<'static>>()),
+        // `/rerank`: TEI's `texts`, else Jina / Cohere `documents`.
+        row(POST, "/rerank", Tei, tei::rerank)
+            .when("texts")
+            .doc(doc::<tei::RerankRequest, tei::RerankResponse>()),
+        row(POST, "/rerank", OpenAi, rerank::rerank)
+            .doc(doc::<rerank::RerankRequest, rerank::RerankResponse<'static>>()),
+        row(POST, "/v2/rerank", OpenAi, rerank::rerank)
+            .doc(doc::<rerank::RerankRequest, rerank::RerankResponse<'static>>()),
+        // `/tokenize`: TEI's `inputs`, else embedfn's own `input`.
+        row(POST, "/tokenize", Tei, tei::tokenize)
+            .when("inputs")
+            .doc(doc::<tei::TokenizeRequest, tei::TokenizeResponse>()),
+        row(POST, "/tokenize", OpenAi, openai::tokenize)
+            .doc(doc::<openai::TokenizeRequest, openai::TokenizeResponse>()),
+        // `/embed`: Spin's remote LLM contract sends `input`; everything else is TEI's.
+        row(POST, "/embed", Ollama, spin::embed)
+            .when("input")
+            .doc(doc::<spin::SpinEmbedRequest, spin::SpinEmbedResponse>()),
+        row(POST, "/embed", Tei, tei::embed).doc(doc::<tei::EmbedRequest, tei::EmbedResponse>()),
+        row(POST, "/embed_all", Tei, tei::embed_all)
+            .doc(doc::<tei::EmbedAllRequest, tei::EmbedAllResponse>()),
+        row(POST, "/similarity", Tei, tei::similarity)
+            .doc(doc::<tei::SimilarityRequest, tei::SimilarityResponse>()),
+        row(POST, "/decode", Tei, tei::decode)
+            .doc(doc::<tei::DecodeRequest, tei::DecodeResponse>()),
+        row(GET, "/info", Tei, tei::info).doc(get::<tei::Info>()),
     ]
 }
 
@@ -185,7 +257,7 @@ pub fn route<B: Backend>(app: &App<B>, req: &Request) -> Reply {
 fn dispatch<B: Backend>(app: &App<B>, req: &Request) -> (&'static str, Reply) {
     let path = normalize(req.path);
     let table = table::<B>();
-    let Some(row) = table.iter().find(|r| r.path == path) else {
+    let Some(first) = table.iter().find(|r| r.path == path) else {
         // The request's own path (the normalised one of `//` is empty), cut to a readable length.
         let asked = req.path.split(['?', '#']).next().unwrap_or("/");
         let shown: String = asked.chars().take(200).collect();
@@ -193,19 +265,34 @@ fn dispatch<B: Backend>(app: &App<B>, req: &Request) -> (&'static str, Reply) {
         let not_found = Error::RouteNotFound(format!("no route for {shown}{more}"));
         return ("unknown", error_reply(api_for(path), &not_found));
     };
-    let fail = |e: &Error| (row.path, error_reply(row.api, e));
-    if let Err(e) = authorize(app, row.path, req.headers) {
+    let fail_as = |api: Api, e: &Error| (first.path, error_reply(api, e));
+    let fail = |e: &Error| fail_as(api_for(path), e);
+    if let Err(e) = authorize(app, first.path, req.headers) {
         return fail(&e);
     }
-    if !row.methods.contains(&req.method) {
+    let mut rows = table
+        .iter()
+        .filter(|r| r.path == path && r.methods.contains(&req.method))
+        .peekable();
+    if rows.peek().is_none() {
+        let mut allowed: Vec<&str> = table
+            .iter()
+            .filter(|r| r.path == path)
+            .map(|r| r.methods[0])
+            .collect();
+        allowed.dedup();
         return fail(&Error::MethodNotAllowed(format!(
             "{} is not allowed on {path}; use {}",
-            req.method, row.methods[0]
+            req.method,
+            allowed.join(" or ")
         )));
     }
     if req.body.len() > app.limits.max_body_bytes {
-        return fail(&too_large(app.limits.max_body_bytes));
+        return fail_as(api_for(path), &too_large(app.limits.max_body_bytes));
     }
+    let candidates: Vec<&Route<B>> = rows.collect();
+    let row = pick(&candidates, req.body);
+    let fail = |e: &Error| (row.path, error_reply(row.api, e));
     match (row.handler)(app, req.body) {
         Ok(body) => (
             row.path,
@@ -213,7 +300,7 @@ fn dispatch<B: Backend>(app: &App<B>, req: &Request) -> (&'static str, Reply) {
                 status: 200,
                 content_type: NOT_JSON
                     .iter()
-                    .find(|(p, _)| *p == row.path)
+                    .find(|(p, _)| *p == row.path && !row.methods.contains(&"POST"))
                     .map_or(JSON, |(_, t)| t),
                 body: if req.method == "HEAD" {
                     Vec::new()
@@ -225,6 +312,23 @@ fn dispatch<B: Backend>(app: &App<B>, req: &Request) -> (&'static str, Reply) {
         ),
         Err(e) => fail(&e),
     }
+}
+
+/// The row that takes this body among rows sharing a path and method (see [`When`]).
+fn pick<'r, B>(rows: &[&'r Route<B>], body: &[u8]) -> &'r Route<B> {
+    if rows.len() > 1 {
+        if let Some(fields) = crate::api::probe(body) {
+            if let Some(row) = rows.iter().find(|r| match r.when {
+                When::Any => true,
+                When::Has(f) => fields.has(f),
+            }) {
+                return row;
+            }
+        }
+    }
+    rows.iter()
+        .find(|r| r.when == When::Any)
+        .unwrap_or(&rows[rows.len() - 1])
 }
 
 /// The table's columns other than the handler do not depend on the backend; this one lets them
@@ -262,17 +366,23 @@ fn authorize<B>(app: &App<B>, path: &str, headers: &[(&str, &str)]) -> Result<()
     }
 }
 
-/// The API family of a path (its errors' shape): the table's, else OpenAI's under `/v1/`.
+/// The API family of a path (its errors' shape before the body is read): the table's default
+/// row for it (the one that takes any body), else OpenAI's under `/v1/`.
 pub fn api_for(path: &str) -> Api {
     let path = normalize(path);
-    table::<NoBackend>().iter().find(|r| r.path == path).map_or(
-        if path.starts_with("/v1/") {
-            Api::OpenAi
-        } else {
-            Api::Ollama
-        },
-        |r| r.api,
-    )
+    let table = table::<NoBackend>();
+    let rows = || table.iter().filter(|r| r.path == path);
+    rows()
+        .find(|r| r.when == When::Any)
+        .or_else(|| rows().next())
+        .map_or(
+            if path.starts_with("/v1/") {
+                Api::OpenAi
+            } else {
+                Api::Ollama
+            },
+            |r| r.api,
+        )
 }
 
 /// The path without query string or trailing slash.
@@ -300,6 +410,19 @@ pub fn error_reply(api: Api, e: &Error) -> Reply {
         Api::OpenAi => json!({ "error": {
             "message": message, "type": e.openai_type(), "param": null, "code": e.openai_code(),
         }}),
+        Api::Tei => {
+            let (status, kind) = tei::error_kind(e);
+            let body = tei::ErrorResponse {
+                error: message,
+                error_type: kind,
+            };
+            return Reply {
+                status,
+                content_type: "application/json",
+                body: serde_json::to_vec(&body).unwrap_or_default(),
+                retry_after: e.retry_after(),
+            };
+        }
     };
     Reply {
         status: e.status(),
@@ -310,12 +433,40 @@ pub fn error_reply(api: Api, e: &Error) -> Reply {
 }
 
 /// `GET /health`
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok`
+    pub status: String,
+    /// The default embedding model.
+    pub embedding_model: Option<String>,
+    /// The default reranker.
+    pub reranker_model: Option<String>,
+    /// Every embedding model.
+    pub embedding_models: Vec<String>,
+    /// Every reranker.
+    pub reranker_models: Vec<String>,
+}
+
 fn health<B: Backend>(app: &App<B>, _body: &[u8]) -> Result<Vec<u8>> {
-    crate::api::reply(&json!({
-        "status": "ok",
-        "embedding_model": app.models.embedder.as_ref().map(|s| &s.info.name),
-        "reranker_model": app.models.reranker.as_ref().map(|s| &s.info.name),
-    }))
+    let embedding_models: Vec<String> = app
+        .models
+        .embedders
+        .iter()
+        .map(|s| s.info.name.clone())
+        .collect();
+    let reranker_models: Vec<String> = app
+        .models
+        .rerankers
+        .iter()
+        .map(|s| s.info.name.clone())
+        .collect();
+    crate::api::reply(&Health {
+        status: "ok".into(),
+        embedding_model: embedding_models.first().cloned(),
+        reranker_model: reranker_models.first().cloned(),
+        embedding_models,
+        reranker_models,
+    })
 }
 
 #[cfg(test)]
@@ -323,10 +474,7 @@ mod tests {
     use super::*;
 
     fn app_with_key(key: Option<&str>) -> App<NoBackend> {
-        let mut app = App::new(Registry {
-            embedder: None,
-            reranker: None,
-        });
+        let mut app = App::new(Registry::single(None, None));
         app.api_key = key.map(ApiKey::new);
         app
     }

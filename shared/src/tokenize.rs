@@ -34,6 +34,30 @@ impl Tokens {
     }
 }
 
+/// Which end of an over-long input is cut (TEI's `truncation_direction`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Side {
+    /// Keep the start, cut the end (the default everywhere).
+    #[default]
+    Right,
+    /// Keep the end, cut the start.
+    Left,
+}
+
+/// One token as TEI's `/tokenize` shows it: id, text, whether it is special, and its byte span
+/// in the input (none for special tokens).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenSpan {
+    /// Token id.
+    pub id: u32,
+    /// The input's bytes it covers (the token string for special tokens).
+    pub text: String,
+    /// Added by the post-processor (`<s>`, `[CLS]`, …).
+    pub special: bool,
+    /// Byte offsets into the input.
+    pub span: Option<(usize, usize)>,
+}
+
 /// A text's content tokens, before special tokens are added.
 pub type Content = Encoding;
 
@@ -106,13 +130,61 @@ impl TextTokenizer {
     /// One text as a model sequence. Returns the sequence and its length before truncation;
     /// it is cut to `max_len` (special tokens included).
     pub fn single(&self, text: &str, max_len: usize) -> Result<(Tokens, usize)> {
+        self.single_from(text, max_len, Side::Right)
+    }
+
+    /// [`Self::single`], cutting an over-long text at `side`.
+    pub fn single_from(&self, text: &str, max_len: usize, side: Side) -> Result<(Tokens, usize)> {
         let mut content = self.content(text)?;
         let full = content.len() + self.single_specials;
-        cut(
-            &mut content,
-            0..max_len.saturating_sub(self.single_specials),
-        );
+        let keep = max_len.saturating_sub(self.single_specials);
+        let range = match side {
+            Side::Right => 0..keep,
+            Side::Left => content.len().saturating_sub(keep)..content.len(),
+        };
+        cut(&mut content, range);
         Ok((self.finish(content, None)?, full))
+    }
+
+    /// Every token of `text` with its span (TEI's `/tokenize`), special tokens added or not.
+    pub fn spans(&self, text: &str, add_special_tokens: bool) -> Result<Vec<TokenSpan>> {
+        // `encode` (not `encode_fast`) tracks byte offsets.
+        let encoding = self
+            .inner
+            .encode(text, add_special_tokens)
+            .map_err(|e| Error::bad_request(format!("cannot tokenize input: {e}")))?;
+        Ok(encoding
+            .get_ids()
+            .iter()
+            .zip(encoding.get_offsets())
+            .zip(encoding.get_special_tokens_mask())
+            .zip(encoding.get_tokens())
+            .map(|(((&id, &(start, stop)), &special), token)| {
+                if special == 1 {
+                    TokenSpan {
+                        id,
+                        text: token.clone(),
+                        special: true,
+                        span: None,
+                    }
+                } else {
+                    let bytes = text.as_bytes().get(start..stop.max(start)).unwrap_or(&[]);
+                    TokenSpan {
+                        id,
+                        text: String::from_utf8_lossy(bytes).into_owned(),
+                        special: false,
+                        span: Some((start, stop)),
+                    }
+                }
+            })
+            .collect())
+    }
+
+    /// Token ids back to text (TEI's `/decode`).
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
+        self.inner
+            .decode(ids, skip_special_tokens)
+            .map_err(|e| Error::bad_request(format!("cannot decode ids: {e}")))
     }
 
     /// A query/document pair as one model sequence.

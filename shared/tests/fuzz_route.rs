@@ -63,6 +63,7 @@ fn load(name: &str) -> (ModelSpec, TextTokenizer, ModelInfo) {
         modified_at: "2026-11-21T00:00:00Z".into(),
         digest: "0".into(),
         quantization: Quantization::None,
+        weights: None,
     };
     (
         ModelSpec::from_files(&files).unwrap(),
@@ -83,16 +84,16 @@ fn apps() -> &'static [App<StandIn>; 2] {
                 Embedder::new(spec, tok, StandIn { width }, EmbedderOptions::default()).unwrap();
             let (spec, tok, rinfo) = load("jina-rerank-tiny");
             let reranker = Reranker::new(spec, tok, StandIn { width: 1 }, RerankOptions::default());
-            let mut app = App::new(Registry {
-                embedder: Some(Served {
+            let mut app = App::new(Registry::single(
+                Some(Served {
                     info,
                     model: embedder,
                 }),
-                reranker: Some(Served {
+                Some(Served {
                     info: rinfo,
                     model: reranker,
                 }),
-            });
+            ));
             app.limits.max_body_bytes = 64 * 1024;
             app.api_key = key.map(ApiKey::new);
             app
@@ -119,6 +120,12 @@ const PATHS: &[&str] = &[
     "/rerank",
     "/v2/rerank",
     "/tokenize",
+    "/embed",
+    "/embed_all",
+    "/similarity",
+    "/decode",
+    "/info",
+    "/openapi.json",
     "/api/embed/",
     "/v1/embeddings?x=1",
     "/nope",
@@ -140,6 +147,13 @@ const TEMPLATES: &[&str] = &[
     r#"{"query": "q", "documents": ["a", "b"]}"#,
     r#"{"model": "jina-embed-tiny", "verbose": true}"#,
     r#"{"input": ["Hello"], "task": "retrieval.passage"}"#,
+    r#"{"inputs": ["Hello", [1, 2]], "truncate": false, "truncation_direction": "Left", "prompt_name": "retrieval.query", "normalize": false, "dimensions": 32}"#,
+    r#"{"query": "q", "texts": ["a", "b"], "raw_scores": true, "return_text": true}"#,
+    r#"{"inputs": {"source_sentence": "a", "sentences": ["b", "c"]}, "parameters": {"truncate": true}}"#,
+    r#"{"inputs": "Hello world", "add_special_tokens": false}"#,
+    r#"{"ids": [[0, 5, 2], [7]], "skip_special_tokens": false}"#,
+    r#"{"model": "jina-embed-tiny", "input": ["spin", "remote"]}"#,
+    r#"{"input": ["x"], "max_length": 3, "encoding_format": null, "dimensions": null, "user": null}"#,
 ];
 
 /// Byte strings the mutations insert: JSON edge cases.
@@ -169,6 +183,9 @@ const DICTIONARY: &[&str] = &[
     "\"dimensions\":",
     "\"task\":",
     "\"model\":",
+    "\"inputs\":",
+    "\"texts\":",
+    "\"ids\":",
     "1.5",
 ];
 
@@ -276,7 +293,7 @@ fn route_never_panics_and_answers_json_errors() {
                 },
             );
             prop_assert!(
-                matches!(reply.status, 200 | 400 | 401 | 404 | 405 | 413),
+                matches!(reply.status, 200 | 400 | 401 | 404 | 405 | 413 | 422),
                 "status {} for {method} {path}: {}",
                 reply.status,
                 String::from_utf8_lossy(&reply.body)

@@ -84,9 +84,10 @@ fn model_dirs(args: &cli::Args, config: &Config) -> anyhow::Result<Vec<ModelDir>
             .map(|(name, dir)| ModelDir::new(name.clone(), dir.clone()))
             .collect();
     }
-    [&config.embeddings_model, &config.reranker_model]
-        .into_iter()
-        .flatten()
+    config
+        .embeddings_models
+        .iter()
+        .chain(&config.reranker_models)
         .map(|id| {
             let dir = models::resolve(id, config)?;
             let name = if PathBuf::from(id).is_dir() {

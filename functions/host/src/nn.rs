@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use embedfn_core::dynamic::{Batcher, BatchingOptions};
-use embedfn_core::files::{graph_facts, onnx_path};
+use embedfn_core::files::{onnx_path, read_graph};
 use embedfn_core::{Backend as _, Batch, Feed, Quantization, Tensor as CoreTensor};
 use embedfn_lambda::ort_backend::{open_session, SessionOptions};
 use half::{bf16, f16};
@@ -412,7 +412,7 @@ impl BackendFromDir for OrtNn {
         let graph = Arc::new(OrtGraph::open(&self.env, &onnx, s.session).map_err(backend_err)?);
         let engine = TextEngine(graph.clone());
         // A batch-dependent graph (dynamic quantization) never shares a pass across instances.
-        let facts = graph_facts(&onnx).map_err(backend_err)?;
+        let facts = read_graph(&onnx).map_err(backend_err)?.facts();
         let batching = BatchingOptions {
             limits: s.batching.limits.for_graph(&facts),
             ..s.batching

@@ -27,10 +27,11 @@ pub struct Config {
     pub host: String,
     /// `PORT` (default 8000).
     pub port: u16,
-    /// `EMBEDDINGS_MODEL_ID`: hub id or local directory; `None` when set to `none`.
-    pub embeddings_model: Option<String>,
-    /// `RERANKER_MODEL_ID`: hub id or local directory; `None` when set to `none`.
-    pub reranker_model: Option<String>,
+    /// `EMBEDDINGS_MODEL_ID`: hub ids or local directories, comma-separated (the first is the
+    /// default for requests that name no model); empty when set to `none`.
+    pub embeddings_models: Vec<String>,
+    /// `RERANKER_MODEL_ID`: the same for cross-encoders.
+    pub reranker_models: Vec<String>,
     /// `MODEL_CACHE_DIR` (default `models`, or `/tmp/models` in Lambda, whose code directory
     /// is read-only): where hub downloads go.
     pub model_cache_dir: PathBuf,
@@ -127,9 +128,18 @@ impl Config {
                 }),
             })
         };
-        let model = |name: &str, default: &str| {
+        let models = |name: &str, default: &str| -> Vec<String> {
             let v = get(name).unwrap_or_else(|| default.to_string());
-            (!v.eq_ignore_ascii_case("none")).then_some(v)
+            let mut ids: Vec<String> = Vec::new();
+            for id in v.split(',').map(str::trim) {
+                if !id.is_empty()
+                    && !id.eq_ignore_ascii_case("none")
+                    && !ids.iter().any(|i| i == id)
+                {
+                    ids.push(id.to_string());
+                }
+            }
+            ids
         };
         let quantization = get("ONNX_QUANTIZATION").unwrap_or_default();
         let port = num("PORT", 8000)?;
@@ -169,8 +179,8 @@ impl Config {
                 value: port.to_string(),
                 why: e.to_string(),
             })?,
-            embeddings_model: model("EMBEDDINGS_MODEL_ID", "jinaai/jina-embeddings-v3"),
-            reranker_model: model(
+            embeddings_models: models("EMBEDDINGS_MODEL_ID", "jinaai/jina-embeddings-v3"),
+            reranker_models: models(
                 "RERANKER_MODEL_ID",
                 "jinaai/jina-reranker-v2-base-multilingual",
             ),
@@ -311,13 +321,10 @@ mod tests {
     fn defaults_follow_the_seeds() {
         let c = config(&[]).unwrap();
         assert_eq!((c.host.as_str(), c.port), ("0.0.0.0", 8000));
+        assert_eq!(c.embeddings_models, ["jinaai/jina-embeddings-v3"]);
         assert_eq!(
-            c.embeddings_model.as_deref(),
-            Some("jinaai/jina-embeddings-v3")
-        );
-        assert_eq!(
-            c.reranker_model.as_deref(),
-            Some("jinaai/jina-reranker-v2-base-multilingual")
+            c.reranker_models,
+            ["jinaai/jina-reranker-v2-base-multilingual"]
         );
         assert_eq!(c.quantization, Quantization::None);
         assert_eq!(c.cuda, Cuda::Auto);
@@ -332,7 +339,10 @@ mod tests {
     #[test]
     fn none_disables_a_model_and_bad_values_are_errors() {
         let c = config(&[("RERANKER_MODEL_ID", "none"), ("USE_CUDA", "false")]).unwrap();
-        assert_eq!((c.reranker_model, c.cuda), (None, Cuda::Off));
+        assert!(c.reranker_models.is_empty());
+        assert_eq!(c.cuda, Cuda::Off);
+        let c = config(&[("EMBEDDINGS_MODEL_ID", " a/b , ./c,a/b,, ")]).unwrap();
+        assert_eq!(c.embeddings_models, ["a/b", "./c"]);
         assert!(config(&[("PORT", "http")]).is_err());
         assert!(config(&[("ONNX_QUANTIZATION", "q3")]).is_err());
         assert!(config(&[("USE_CUDA", "maybe")]).is_err());

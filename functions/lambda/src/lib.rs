@@ -39,19 +39,20 @@ pub fn build(config: &Config) -> Result<App<Engine>, String> {
         metrics: metrics.clone(),
         budget: budget.clone(),
     };
-    let embedder = config
-        .embeddings_model
-        .as_deref()
+    // Each listed model loads once; requests choose one by `model` (the first is the default).
+    let embedders = config
+        .embeddings_models
+        .iter()
         .map(|id| models::embedder(id, config, &env, session, &shared))
-        .transpose()
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
-    let reranker = config
-        .reranker_model
-        .as_deref()
+    let rerankers = config
+        .reranker_models
+        .iter()
         .map(|id| models::reranker(id, config, &env, session, &shared))
-        .transpose()
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
-    if embedder.is_none() && reranker.is_none() {
+    if embedders.is_empty() && rerankers.is_empty() {
         return Err(
             "both EMBEDDINGS_MODEL_ID and RERANKER_MODEL_ID are 'none': nothing to serve".into(),
         );
@@ -66,7 +67,10 @@ pub fn build(config: &Config) -> Result<App<Engine>, String> {
         resident_mib = resident >> 20,
         "memory budget"
     );
-    let mut app = App::new(Registry { embedder, reranker });
+    let mut app = App::new(Registry {
+        embedders,
+        rerankers,
+    });
     app.limits = config.limits;
     app.metrics = metrics;
     app.api_key = config.api_key.clone();

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use embedfn_core::dynamic::Batcher;
-use embedfn_core::files::{graph_facts, model_info, onnx_path, read_model_dir};
+use embedfn_core::files::{model_info, onnx_path, read_graph, read_model_dir};
 use embedfn_core::{
     Budget, Embedder, EmbedderOptions, Error, Metrics, ModelInfo, ModelKind, ModelSpec,
     RerankOptions, Reranker, Result, Served, TextTokenizer,
@@ -118,7 +118,8 @@ fn load(
         )));
     }
     let onnx = onnx_path(&dir, config.quantization)?;
-    spec.graph = graph_facts(&onnx)?;
+    let graph = read_graph(&onnx)?;
+    spec.graph = graph.facts();
     // The session takes most of start-up; the tokenizer (17 MB of JSON for Jina) parses beside it.
     let (tokenizer, backend) = std::thread::scope(|s| {
         let backend = s.spawn(|| OrtBackend::load(env, &onnx, session));
@@ -134,7 +135,13 @@ fn load(
         dims = spec.dims, tasks = spec.tasks.len(), batch_invariant = spec.graph.batch_invariant,
         attention = ?spec.graph.attention, "model loaded"
     );
-    let info = model_info(served_name(id), id, &onnx, config.quantization);
+    let info = model_info(
+        served_name(id),
+        id,
+        &onnx,
+        config.quantization,
+        Some(graph.weights),
+    );
     Ok((info, spec, tokenizer, backend))
 }
 

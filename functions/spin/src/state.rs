@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use embedfn_core::batch::MAX_REQUEST_TOKENS;
-use embedfn_core::files::{graph_facts, model_info, onnx_path, read_model_dir};
+use embedfn_core::files::{model_info, onnx_path, read_graph, read_model_dir};
 use embedfn_core::{
     ApiKey, App, Embedder, EmbedderOptions, Error, Limits, ModelKind, ModelSpec, Quantization,
     Registry, RerankOptions, Reranker, Result, Served, TextTokenizer,
@@ -83,11 +83,18 @@ fn load(dir: &str, expected: ModelKind) -> Result<(ModelSpec, TextTokenizer, Ser
         .map_or_else(|| dir.to_string(), |n| n.to_string_lossy().into_owned());
     // The ONNX file lives with the host; it is reported when the component can see it too.
     let onnx = onnx_path(path, Quantization::None).unwrap_or_default();
-    let info = model_info(name, dir, &onnx, Quantization::None);
+    let graph = read_graph(&onnx).ok();
     // Batch-dependent graphs (dynamic quantization) run one sequence per pass here too.
-    if let Ok(facts) = graph_facts(&onnx) {
-        spec.graph = facts;
+    if let Some(graph) = &graph {
+        spec.graph = graph.facts();
     }
+    let info = model_info(
+        name,
+        dir,
+        &onnx,
+        Quantization::None,
+        graph.map(|g| g.weights),
+    );
     Ok((spec, tokenizer, Served { info, model: () }))
 }
 
@@ -126,7 +133,7 @@ fn build() -> Result<App<Engine>> {
         })
         .transpose()?;
     let defaults = Limits::default();
-    let mut app = App::new(Registry { embedder, reranker });
+    let mut app = App::new(Registry::single(embedder, reranker));
     app.limits = Limits {
         max_body_bytes: number("MAX_BODY_BYTES", defaults.max_body_bytes)?,
         max_inputs: number("MAX_INPUTS", defaults.max_inputs)?,

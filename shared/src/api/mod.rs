@@ -5,6 +5,8 @@
 pub mod ollama;
 pub mod openai;
 pub mod rerank;
+pub mod spin;
+pub mod tei;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -93,4 +95,119 @@ pub fn check_count(n: usize, max: usize, what: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The field names of a JSON object body, with the field names of its object-valued fields:
+/// what the route table's [`When`](crate::router::When) conditions look at. Values are skipped,
+/// not built.
+#[derive(Debug, Default)]
+pub struct Fields(Vec<(String, Vec<String>)>);
+
+impl Fields {
+    /// Whether `path` (`"texts"` or `"inputs.source_sentence"`) is present.
+    pub fn has(&self, path: &str) -> bool {
+        match path.split_once('.') {
+            None => self.0.iter().any(|(k, _)| k == path),
+            Some((outer, inner)) => self
+                .0
+                .iter()
+                .any(|(k, keys)| k == outer && keys.iter().any(|i| i == inner)),
+        }
+    }
+}
+
+/// The fields of a body, or `None` when it is not a JSON object.
+pub fn probe(body: &[u8]) -> Option<Fields> {
+    serde_json::from_slice(body).ok()
+}
+
+impl<'de> serde::Deserialize<'de> for Fields {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Top;
+        impl<'de> serde::de::Visitor<'de> for Top {
+            type Value = Fields;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Fields, A::Error> {
+                let mut out = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    let Keys(inner) = map.next_value()?;
+                    out.push((key, inner));
+                }
+                Ok(Fields(out))
+            }
+        }
+        d.deserialize_map(Top)
+    }
+}
+
+/// An object's keys; any other value gives none.
+struct Keys(Vec<String>);
+
+impl<'de> serde::Deserialize<'de> for Keys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::IgnoredAny;
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Keys;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Keys, A::Error> {
+                let mut keys = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    map.next_value::<IgnoredAny>()?;
+                    keys.push(key);
+                }
+                Ok(Keys(keys))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<Keys, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Keys(Vec::new()))
+            }
+            fn visit_bool<E>(self, _: bool) -> std::result::Result<Keys, E> {
+                Ok(Keys(Vec::new()))
+            }
+            fn visit_i64<E>(self, _: i64) -> std::result::Result<Keys, E> {
+                Ok(Keys(Vec::new()))
+            }
+            fn visit_u64<E>(self, _: u64) -> std::result::Result<Keys, E> {
+                Ok(Keys(Vec::new()))
+            }
+            fn visit_f64<E>(self, _: f64) -> std::result::Result<Keys, E> {
+                Ok(Keys(Vec::new()))
+            }
+            fn visit_str<E>(self, _: &str) -> std::result::Result<Keys, E> {
+                Ok(Keys(Vec::new()))
+            }
+            fn visit_unit<E>(self) -> std::result::Result<Keys, E> {
+                Ok(Keys(Vec::new()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::probe;
+
+    #[test]
+    fn probe_sees_top_and_nested_fields() {
+        let f = probe(br#"{"inputs": {"source_sentence": "a", "sentences": ["b"]}, "x": [1]}"#)
+            .unwrap();
+        assert!(f.has("inputs") && f.has("inputs.source_sentence") && f.has("x"));
+        assert!(!f.has("texts") && !f.has("x.y"));
+        assert!(probe(b"[1]").is_none() && probe(b"{").is_none());
+    }
 }

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
+use utoipa::ToSchema;
 
 use std::time::Instant;
 
@@ -14,49 +15,202 @@ use crate::registry::ModelInfo;
 use crate::router::App;
 use crate::spec::{ModelKind, ModelSpec};
 
-#[derive(Deserialize)]
-struct EmbedRequest {
-    model: Option<String>,
-    input: Option<Value>,
-    truncate: Option<bool>,
-    dimensions: Option<usize>,
-    options: Option<Map<String, Value>>,
+/// `POST /api/embed`
+#[derive(Deserialize, ToSchema)]
+#[schema(as = OllamaEmbedRequest, example = json!({"input": ["Hello", "world"], "truncate": true}))]
+pub struct EmbedRequest {
+    /// A served model's name (default: the first embedder).
+    pub model: Option<String>,
+    /// A string or an array of strings.
+    pub input: Option<Value>,
+    /// Cut over-long inputs (default true); false: a 400.
+    pub truncate: Option<bool>,
+    /// Matryoshka truncation.
+    pub dimensions: Option<usize>,
+    /// `options.task` picks a task adapter.
+    pub options: Option<Map<String, Value>>,
 }
 
-#[derive(Serialize)]
-struct EmbedResponse {
-    model: String,
-    embeddings: Vec<Vec<f32>>,
-    total_duration: u64,
-    load_duration: u64,
-    prompt_eval_count: usize,
+/// The vectors of `POST /api/embed`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = OllamaEmbedResponse)]
+pub struct EmbedResponse {
+    /// The model name as asked.
+    pub model: String,
+    /// One vector per input.
+    pub embeddings: Vec<Vec<f32>>,
+    /// Nanoseconds.
+    pub total_duration: u64,
+    /// Always 0 (models stay loaded).
+    pub load_duration: u64,
+    /// Tokens run.
+    pub prompt_eval_count: usize,
 }
 
-#[derive(Deserialize)]
-struct LegacyRequest {
-    model: Option<String>,
-    prompt: Option<String>,
-    options: Option<Map<String, Value>>,
+/// `POST /api/embeddings` (legacy)
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"prompt": "Hello"}))]
+pub struct LegacyRequest {
+    /// A served model's name.
+    pub model: Option<String>,
+    /// The text.
+    pub prompt: Option<String>,
+    /// `options.task` picks a task adapter.
+    pub options: Option<Map<String, Value>>,
 }
 
-#[derive(Serialize)]
-struct LegacyResponse {
-    embedding: Vec<f32>,
+/// One vector.
+#[derive(Serialize, ToSchema)]
+pub struct LegacyResponse {
+    /// The vector (`[]` for an empty prompt).
+    pub embedding: Vec<f32>,
 }
 
-#[derive(Deserialize)]
-struct ShowRequest {
-    model: Option<String>,
-    name: Option<String>,
+/// `POST /api/show` body.
+#[derive(Deserialize, ToSchema)]
+pub struct ShowRequest {
+    /// A served model's name.
+    pub model: Option<String>,
+    /// The older name of `model`.
+    pub name: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct RerankRequest {
-    model: Option<String>,
-    query: Option<String>,
-    documents: Option<Vec<String>>,
-    top_n: Option<usize>,
-    return_documents: Option<bool>,
+/// `POST /api/rerank` body (the seed service's shape).
+#[derive(Deserialize, ToSchema)]
+#[schema(as = OllamaRerankRequest, example = json!({"query": "q", "documents": ["a", "b"], "top_n": 1}))]
+pub struct RerankRequest {
+    /// A served reranker's name.
+    pub model: Option<String>,
+    /// The query.
+    pub query: Option<String>,
+    /// The documents.
+    pub documents: Option<Vec<String>>,
+    /// Keep the best n.
+    pub top_n: Option<usize>,
+    /// Include each document's text (default true).
+    pub return_documents: Option<bool>,
+}
+
+/// One ranked document.
+#[derive(Serialize, ToSchema)]
+#[schema(as = OllamaRerankResult)]
+pub struct RerankResult {
+    /// Position in `documents`.
+    pub index: usize,
+    /// sigmoid(logit)
+    pub relevance_score: f32,
+    /// The text, unless `return_documents` is false.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub document: Option<String>,
+}
+
+/// The ranking, best first.
+#[derive(Serialize, ToSchema)]
+#[schema(as = OllamaRerankResponse)]
+pub struct RerankResponse {
+    /// The model name as asked.
+    pub model: String,
+    /// Ranked documents.
+    pub results: Vec<RerankResult>,
+}
+
+/// `details` of a listed model.
+#[derive(Serialize, ToSchema)]
+pub struct Details {
+    /// Always "".
+    pub parent_model: String,
+    /// `onnx`
+    pub format: String,
+    /// `model_type` of config.json.
+    pub family: String,
+    /// `[family]`
+    pub families: Vec<String>,
+    /// Counted parameters (`22.7M`).
+    pub parameter_size: String,
+    /// The weights' type (`F32`, `F16`, `Q8_0`, `Q4_0`).
+    pub quantization_level: String,
+    /// `embedding` or `rerank`.
+    pub kind: String,
+}
+
+/// One model of the tags list.
+#[derive(Serialize, ToSchema)]
+pub struct Listed {
+    /// Its name.
+    pub name: String,
+    /// Its name.
+    pub model: String,
+    /// Time of its ONNX file.
+    pub modified_at: String,
+    /// Bytes of its ONNX file(s).
+    pub size: u64,
+    /// A stable digest.
+    pub digest: String,
+    /// Facts.
+    pub details: Details,
+}
+
+/// The served models (`GET /api/tags`).
+#[derive(Serialize, ToSchema)]
+pub struct Tags {
+    /// Every served model.
+    pub models: Vec<Listed>,
+}
+
+/// One model of the running list.
+#[derive(Serialize, ToSchema)]
+pub struct Loaded {
+    /// Its name.
+    pub name: String,
+    /// Its name.
+    pub model: String,
+    /// Bytes of its ONNX file(s).
+    pub size: u64,
+    /// A stable digest.
+    pub digest: String,
+    /// Facts.
+    pub details: Details,
+    /// Never (models stay loaded).
+    pub expires_at: String,
+    /// 0
+    pub size_vram: u64,
+    /// Its token limit.
+    pub context_length: usize,
+}
+
+/// The loaded models (`GET /api/ps`).
+#[derive(Serialize, ToSchema)]
+pub struct Running {
+    /// Every served model.
+    pub models: Vec<Loaded>,
+}
+
+/// What `POST /api/show` answers.
+#[derive(Serialize, ToSchema)]
+pub struct ShowResponse {
+    /// ""
+    pub license: String,
+    /// ""
+    pub modelfile: String,
+    /// ""
+    pub parameters: String,
+    /// ""
+    pub template: String,
+    /// Facts.
+    pub details: Details,
+    /// `general.architecture`, `<family>.context_length`, `<family>.embedding_length`, …
+    pub model_info: Map<String, Value>,
+    /// `["embedding"]` or `["rerank"]`
+    pub capabilities: Vec<String>,
+    /// Time of its ONNX file.
+    pub modified_at: String,
+}
+
+/// The server's version.
+#[derive(Serialize, ToSchema)]
+pub struct Version {
+    /// embedfn's version.
+    pub version: String,
 }
 
 /// `options.task`, if given; it must be a string.
@@ -124,54 +278,57 @@ pub fn rerank<B: Backend>(app: &App<B>, body: &[u8]) -> Result<Vec<u8>> {
     let documents = req.documents.unwrap_or_default();
     let ranking = served.model.rerank(&query, &documents, top_n)?;
     let with_docs = req.return_documents.unwrap_or(true);
-    let results: Vec<Value> = ranking
+    let results = ranking
         .results
         .iter()
-        .map(|r| {
-            let mut v = json!({"index": r.index, "relevance_score": r.score});
-            if with_docs {
-                v["document"] = Value::from(documents[r.index].clone());
-            }
-            v
+        .map(|r| RerankResult {
+            index: r.index,
+            relevance_score: r.score,
+            document: with_docs.then(|| documents[r.index].clone()),
         })
         .collect();
-    reply(&json!({
-        "model": req.model.unwrap_or_else(|| served.info.name.clone()),
-        "results": results,
-    }))
+    reply(&RerankResponse {
+        model: req.model.unwrap_or_else(|| served.info.name.clone()),
+        results,
+    })
 }
 
 /// `GET /api/tags`
 pub fn tags<B: Backend>(app: &App<B>, _body: &[u8]) -> Result<Vec<u8>> {
-    let models: Vec<Value> = app
+    let models = app
         .models
         .list()
         .into_iter()
-        .map(|(info, spec, _)| {
-            json!({
-                "name": info.name, "model": info.name, "modified_at": info.modified_at,
-                "size": info.size, "digest": info.digest, "details": details(info, spec),
-            })
+        .map(|(info, spec, _)| Listed {
+            name: info.name.clone(),
+            model: info.name.clone(),
+            modified_at: info.modified_at.clone(),
+            size: info.size,
+            digest: info.digest.clone(),
+            details: details(info, spec),
         })
         .collect();
-    reply(&json!({ "models": models }))
+    reply(&Tags { models })
 }
 
 /// `GET /api/ps` (everything is always loaded).
 pub fn ps<B: Backend>(app: &App<B>, _body: &[u8]) -> Result<Vec<u8>> {
-    let models: Vec<Value> = app
+    let models = app
         .models
         .list()
         .into_iter()
-        .map(|(info, spec, _)| {
-            json!({
-                "name": info.name, "model": info.name, "size": info.size, "digest": info.digest,
-                "details": details(info, spec), "expires_at": "9999-12-31T23:59:59Z",
-                "size_vram": 0, "context_length": spec.max_length,
-            })
+        .map(|(info, spec, _)| Loaded {
+            name: info.name.clone(),
+            model: info.name.clone(),
+            size: info.size,
+            digest: info.digest.clone(),
+            details: details(info, spec),
+            expires_at: "9999-12-31T23:59:59Z".into(),
+            size_vram: 0,
+            context_length: spec.max_length,
         })
         .collect();
-    reply(&json!({ "models": models }))
+    reply(&Running { models })
 }
 
 /// `POST /api/show`
@@ -185,6 +342,9 @@ pub fn show<B: Backend>(app: &App<B>, body: &[u8]) -> Result<Vec<u8>> {
     let family = spec.model_type.clone();
     let mut model_info = Map::new();
     model_info.insert("general.architecture".into(), Value::from(family.clone()));
+    if let Some(w) = &info.weights {
+        model_info.insert("general.parameter_count".into(), json!(w.parameters));
+    }
     for (key, value) in [
         ("context_length", json!(spec.max_length)),
         ("embedding_length", json!(spec.dims)),
@@ -198,45 +358,37 @@ pub fn show<B: Backend>(app: &App<B>, body: &[u8]) -> Result<Vec<u8>> {
     ] {
         model_info.insert(format!("{family}.{key}"), value);
     }
-    reply(&json!({
-        "license": "", "modelfile": "", "parameters": "", "template": "",
-        "details": details(info, spec),
-        "model_info": model_info,
-        "capabilities": if embeds { ["embedding"] } else { ["rerank"] },
-        "modified_at": info.modified_at,
-    }))
+    reply(&ShowResponse {
+        license: String::new(),
+        modelfile: String::new(),
+        parameters: String::new(),
+        template: String::new(),
+        details: details(info, spec),
+        model_info,
+        capabilities: vec![if embeds { "embedding" } else { "rerank" }.into()],
+        modified_at: info.modified_at.clone(),
+    })
 }
 
 /// `GET|HEAD /api/version`
 pub fn version<B: Backend>(app: &App<B>, _body: &[u8]) -> Result<Vec<u8>> {
-    reply(&json!({ "version": app.version }))
-}
-
-fn details(info: &ModelInfo, spec: &ModelSpec) -> Value {
-    json!({
-        "parent_model": "",
-        "format": "onnx",
-        "family": spec.model_type,
-        "families": [spec.model_type],
-        "parameter_size": parameter_size(info),
-        "quantization_level": info.quantization.label(),
-        "kind": match spec.kind { ModelKind::Embedding => "embedding", ModelKind::CrossEncoder => "rerank" },
+    reply(&Version {
+        version: app.version.clone(),
     })
 }
 
-/// A rough parameter count from the file size and its bytes per weight (`570M`, `1.2B`).
-fn parameter_size(info: &ModelInfo) -> String {
-    use crate::spec::Quantization as Q;
-    let bytes_per = match info.quantization {
-        Q::None => 4.0,
-        Q::Fp16 => 2.0,
-        Q::Int8 | Q::Uint8 | Q::Quantized => 1.0,
-        Q::Q4 | Q::Bnb4 => 0.5,
-    };
-    let params = info.size as f64 / bytes_per;
-    if params >= 1e9 {
-        format!("{:.1}B", params / 1e9)
-    } else {
-        format!("{:.0}M", params / 1e6)
+fn details(info: &ModelInfo, spec: &ModelSpec) -> Details {
+    Details {
+        parent_model: String::new(),
+        format: "onnx".into(),
+        family: spec.model_type.clone(),
+        families: vec![spec.model_type.clone()],
+        parameter_size: info.parameter_size(),
+        quantization_level: info.quantization_level().into(),
+        kind: match spec.kind {
+            ModelKind::Embedding => "embedding",
+            ModelKind::CrossEncoder => "rerank",
+        }
+        .into(),
     }
 }

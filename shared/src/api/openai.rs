@@ -2,7 +2,8 @@
 //! `late_chunking`, `embedding_type`, `truncate`, `normalized`), and `/v1/models`.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::{check_count, inputs, parse_body, reply};
 use crate::backend::Backend;
@@ -11,37 +12,79 @@ use crate::error::Result;
 use crate::output::{Encoded, OutputEncoding};
 use crate::router::App;
 
-#[derive(Deserialize)]
-struct EmbeddingsRequest {
-    input: Option<Value>,
-    model: Option<String>,
-    encoding_format: Option<String>,
-    embedding_type: Option<String>,
-    dimensions: Option<usize>,
-    task: Option<String>,
-    late_chunking: Option<bool>,
-    truncate: Option<bool>,
-    normalized: Option<bool>,
+/// `POST /v1/embeddings` (OpenAI, with the Jina API's and the seed's additions). Null fields
+/// are as good as absent (Spin's `open_ai` client sends `encoding_format`, `dimensions` and
+/// `user` as null).
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"input": ["Hello", "world"], "encoding_format": "float"}))]
+pub struct EmbeddingsRequest {
+    /// A string, strings, token ids, or arrays of token ids.
+    pub input: Option<Value>,
+    /// A served model's name (default: the first embedder).
+    pub model: Option<String>,
+    /// `float` (default) or `base64`.
+    pub encoding_format: Option<String>,
+    /// Jina: `float`, `base64`, `binary`, `ubinary`.
+    pub embedding_type: Option<String>,
+    /// Matryoshka truncation.
+    pub dimensions: Option<usize>,
+    /// Jina: the task adapter.
+    pub task: Option<String>,
+    /// Jina: pool each input over its span of one joint sequence.
+    pub late_chunking: Option<bool>,
+    /// Jina: cut over-long inputs (default true).
+    pub truncate: Option<bool>,
+    /// Jina: L2-normalise (default true).
+    pub normalized: Option<bool>,
+    /// The seed's per-request token limit (special tokens included; at most the model's).
+    pub max_length: Option<usize>,
+    /// OpenAI: ignored.
+    pub user: Option<String>,
 }
 
-#[derive(Serialize)]
-struct Embedding {
+/// A vector as numbers, a base64 string, or packed bits.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+enum EncodedDoc {
+    /// Numbers.
+    Float(Vec<f32>),
+    /// Little-endian f32 bytes, base64.
+    Base64(String),
+    /// Packed sign bits.
+    Bits(Vec<i16>),
+}
+
+/// One vector.
+#[derive(Serialize, ToSchema)]
+pub struct Embedding {
+    /// `embedding`
     object: &'static str,
+    /// Position in `input`.
     index: usize,
+    /// The vector.
+    #[schema(value_type = EncodedDoc)]
     embedding: Encoded,
 }
 
-#[derive(Serialize)]
-struct Usage {
+/// Token counts.
+#[derive(Serialize, ToSchema)]
+pub struct Usage {
+    /// Tokens run.
     prompt_tokens: usize,
+    /// Tokens run.
     total_tokens: usize,
 }
 
-#[derive(Serialize)]
-struct EmbeddingsResponse {
+/// The vectors.
+#[derive(Serialize, ToSchema)]
+pub struct EmbeddingsResponse {
+    /// `list`
     object: &'static str,
+    /// One per input.
     data: Vec<Embedding>,
+    /// The model name as asked.
     model: String,
+    /// Token counts.
     usage: Usage,
 }
 
@@ -61,6 +104,8 @@ pub fn embeddings<B: Backend>(app: &App<B>, body: &[u8]) -> Result<Vec<u8>> {
         truncate: req.truncate.unwrap_or(true),
         normalize: req.normalized.unwrap_or(true),
         late_chunking: req.late_chunking.unwrap_or(false),
+        max_length: req.max_length,
+        ..EmbedParams::default()
     };
     let out = served.model.embed(&inputs, &params)?;
     reply(&EmbeddingsResponse {
@@ -83,12 +128,49 @@ pub fn embeddings<B: Backend>(app: &App<B>, body: &[u8]) -> Result<Vec<u8>> {
     })
 }
 
-#[derive(Deserialize)]
-struct TokenizeRequest {
-    input: Option<Value>,
-    model: Option<String>,
-    task: Option<String>,
-    truncate: Option<bool>,
+/// `POST /tokenize` in embedfn's own shape (`input`).
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"input": ["Hello"]}))]
+pub struct TokenizeRequest {
+    /// A string, strings, or token ids.
+    pub input: Option<Value>,
+    /// A served model's name.
+    pub model: Option<String>,
+    /// The task adapter (its instruction is prepended).
+    pub task: Option<String>,
+    /// Cut over-long inputs (default true).
+    pub truncate: Option<bool>,
+}
+
+/// The token ids each input runs as.
+#[derive(Serialize, ToSchema)]
+pub struct TokenizeResponse {
+    /// The model name as asked.
+    pub model: String,
+    /// One id sequence per input.
+    pub tokens: Vec<Vec<i64>>,
+}
+
+/// One listed model.
+#[derive(Serialize, ToSchema)]
+pub struct ModelEntry {
+    /// Its name.
+    pub id: String,
+    /// `model`
+    pub object: String,
+    /// 0
+    pub created: u64,
+    /// `embedfn`
+    pub owned_by: String,
+}
+
+/// `GET /v1/models`
+#[derive(Serialize, ToSchema)]
+pub struct ModelList {
+    /// `list`
+    pub object: String,
+    /// Every served model.
+    pub data: Vec<ModelEntry>,
 }
 
 /// `POST /tokenize`: the token ids the embedding model runs for each input (task instruction
@@ -109,19 +191,27 @@ pub fn tokenize<B: Backend>(app: &App<B>, body: &[u8]) -> Result<Vec<u8>> {
         .into_iter()
         .map(|t| t.ids)
         .collect();
-    reply(&json!({
-        "model": req.model.unwrap_or_else(|| served.info.name.clone()),
-        "tokens": tokens,
-    }))
+    reply(&TokenizeResponse {
+        model: req.model.unwrap_or_else(|| served.info.name.clone()),
+        tokens,
+    })
 }
 
 /// `GET /v1/models`
 pub fn models<B: Backend>(app: &App<B>, _body: &[u8]) -> Result<Vec<u8>> {
-    let data: Vec<Value> = app
+    let data = app
         .models
         .list()
         .into_iter()
-        .map(|(info, _, _)| json!({"id": info.name, "object": "model", "created": 0, "owned_by": "embedfn"}))
+        .map(|(info, _, _)| ModelEntry {
+            id: info.name.clone(),
+            object: "model".into(),
+            created: 0,
+            owned_by: "embedfn".into(),
+        })
         .collect();
-    reply(&json!({ "object": "list", "data": data }))
+    reply(&ModelList {
+        object: "list".into(),
+        data,
+    })
 }

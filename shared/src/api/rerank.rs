@@ -1,6 +1,7 @@
 //! The Jina / Cohere rerank API: `POST /v1/rerank` (and Cohere's `/v2/rerank`).
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::{check_count, parse_body, reply};
 use crate::backend::Backend;
@@ -8,11 +9,16 @@ use crate::error::{Error, Result};
 use crate::router::App;
 
 /// A document as a plain string or as Cohere/Jina's `{"text": …}` object.
-#[derive(Deserialize, Serialize, Clone)]
+#[derive(Deserialize, Serialize, Clone, ToSchema)]
 #[serde(untagged)]
-enum Document {
+pub enum Document {
+    /// The text.
     Text(String),
-    Object { text: String },
+    /// `{"text": …}`
+    Object {
+        /// The text.
+        text: String,
+    },
 }
 
 impl Document {
@@ -23,38 +29,57 @@ impl Document {
     }
 }
 
-#[derive(Deserialize)]
-struct RerankRequest {
-    model: Option<String>,
-    query: Option<String>,
-    documents: Option<Vec<Document>>,
-    top_n: Option<usize>,
-    return_documents: Option<bool>,
+/// `POST /v1/rerank`, `/v2/rerank`, `/rerank` (Jina / Cohere).
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"query": "q", "documents": ["a", {"text": "b"}], "top_n": 1}))]
+pub struct RerankRequest {
+    /// A served reranker's name (default: the first).
+    pub model: Option<String>,
+    /// The query.
+    pub query: Option<String>,
+    /// Strings or `{"text": …}` objects.
+    pub documents: Option<Vec<Document>>,
+    /// Keep the best n.
+    pub top_n: Option<usize>,
+    /// Include each document (default true).
+    pub return_documents: Option<bool>,
 }
 
-#[derive(Serialize)]
-struct DocumentText<'a> {
+/// A returned document.
+#[derive(Serialize, ToSchema)]
+pub struct DocumentText<'a> {
+    /// Its text.
     text: &'a str,
 }
 
-#[derive(Serialize)]
-struct Result_<'a> {
+/// One ranked document.
+#[derive(Serialize, ToSchema)]
+pub struct RerankResult<'a> {
+    /// Position in `documents`.
     index: usize,
+    /// sigmoid(logit)
     relevance_score: f32,
+    /// The document, unless `return_documents` is false.
     #[serde(skip_serializing_if = "Option::is_none")]
     document: Option<DocumentText<'a>>,
 }
 
-#[derive(Serialize)]
-struct Usage {
+/// Token counts.
+#[derive(Serialize, ToSchema)]
+pub struct RerankUsage {
+    /// Tokens run, all windows together.
     total_tokens: usize,
 }
 
-#[derive(Serialize)]
-struct RerankResponse<'a> {
+/// The ranking, best first.
+#[derive(Serialize, ToSchema)]
+pub struct RerankResponse<'a> {
+    /// The model name as asked.
     model: String,
-    usage: Usage,
-    results: Vec<Result_<'a>>,
+    /// Token counts.
+    usage: RerankUsage,
+    /// Ranked documents.
+    results: Vec<RerankResult<'a>>,
 }
 
 /// The checks both rerank routes share: a query, a non-empty documents list within the limit,
@@ -96,13 +121,13 @@ pub fn rerank<B: Backend>(app: &App<B>, body: &[u8]) -> Result<Vec<u8>> {
     let with_docs = req.return_documents.unwrap_or(true);
     reply(&RerankResponse {
         model: req.model.unwrap_or_else(|| served.info.name.clone()),
-        usage: Usage {
+        usage: RerankUsage {
             total_tokens: ranking.total_tokens,
         },
         results: ranking
             .results
             .iter()
-            .map(|r| Result_ {
+            .map(|r| RerankResult {
                 index: r.index,
                 relevance_score: r.score,
                 document: with_docs.then(|| DocumentText {
