@@ -35,6 +35,9 @@ from test_wasm import raw_exchange
 LAMBDA_GLIBC = (2, 34)
 CPU = os.environ.get("EMBEDFN_QEMU_CPU", "neoverse-n1")
 TEXTS = ["Hello world", "你好，世界！这是一个测试。", "Ünïcödé, émojis 🎉 and    spaces", "word " * 700]
+#: MiniLM's int8 kernels run ~50x slower per token under qemu than the fp32 fixtures (see the
+#: README): short texts only
+MINILM_TEXTS = ["Hello world", "Ünïcödé 🎉"]
 DOCS = ["The cat sat on the mat.", "Dogs are loyal animals.", "A very long document about cats. " * 120, ""]
 EM_AARCH64 = 183  # ELF e_machine
 
@@ -185,10 +188,10 @@ def test_minilm_token_ids_and_vectors(arm_minilm, minilm, models_dir):
     ref = Model(models_dir / "minilm")
     for path, extra in [("/api/embed", {}), ("/v1/embeddings", {"encoding_format": "float"}),
                         ("/v1/embeddings", {"encoding_format": "base64"})]:
-        body = {"model": "minilm", "input": TEXTS, **extra}
+        body = {"model": "minilm", "input": MINILM_TEXTS, **extra}
         arm, x86 = embeddings(arm_minilm, path, body), embeddings(minilm, path, body)
         versus_x86(f"MiniLM int8 {path} {extra.get('encoding_format', '')}".rstrip(), arm, x86)
-        for v, text in zip(arm, TEXTS, strict=True):
+        for v, text in zip(arm, MINILM_TEXTS, strict=True):
             close(v, ref.embed(text))
 
 
