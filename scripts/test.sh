@@ -31,6 +31,10 @@ scripts/build-component.sh wasi-nn >/dev/null
 # Wasmtime and the rest would cost a second full compile on a cold cache).
 log "Rust tests"
 cargo test --workspace --release
+log "embedfn for aarch64 (cross build; tests/test_arm64.py runs it under qemu-aarch64)"
+EMBEDFN_ARM64_BIN="$(scripts/build-arm64.sh arm64-test)"; export EMBEDFN_ARM64_BIN
+export EMBEDFN_ARM64_LAYERS="$EMBEDFN_CACHE/lambda-arm64"
+LAMBDA_LAYERS_DIR="$EMBEDFN_ARM64_LAYERS" scripts/lambda-layers.sh arm64 "$EMBEDFN_MODELS"/{minilm,jina-rerank-tiny}
 log "end-to-end tests against the release binaries"
 EMBEDFN_BIN="$CARGO_TARGET_DIR/release/embedfn" \
 EMBEDFN_HOST_BIN="$CARGO_TARGET_DIR/release/embedfn-host" \
