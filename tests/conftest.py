@@ -7,6 +7,7 @@ is missing: a missing model or binary fails the run.
 import os
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import parity
 import reports
 
 ROOT = Path(__file__).resolve().parent.parent
+ORT_CACHE = tempfile.mkdtemp(prefix="embedfn-ort-cache-")
 
 
 def script_output(name):
@@ -66,7 +68,10 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         full = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
         full.update({"HOST": "127.0.0.1", "PORT": str(self.port), "ORT_DYLIB_PATH": ort_lib,
-                     "ORT_INTRA_THREADS": "1", "USE_CUDA": "false", "HF_HUB_OFFLINE": "1"})
+                     "ORT_INTRA_THREADS": "1", "USE_CUDA": "false", "HF_HUB_OFFLINE": "1",
+                     # Each run starts with an empty optimized-model cache (tests that check the
+                     # cache pass their own): nothing from an earlier run or build can leak in.
+                     "ORT_CACHE_DIR": ORT_CACHE})
         full.update(env)
         args = [a.replace("{port}", str(self.port)) for a in args]  # for CLIs that take --addr
         self.proc = subprocess.Popen([binary, *args], env=full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
