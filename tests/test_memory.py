@@ -116,8 +116,9 @@ def test_concurrent_long_inputs_and_a_flood_stay_within_the_budget(server, refer
     statuses = [r.status_code for r in replies]
     assert set(statuses) <= {200, 503}, statuses
     busy = [r for r in replies if r.status_code == 503]
-    # At most 2 run and 2 wait: the other 10 are turned away at once, with Retry-After.
-    assert len(busy) >= 10, statuses
+    # At most 2 run and 2 wait: the other 10 are turned away at once, with Retry-After (a few
+    # fewer if a slow thread arrives after the first requests finished).
+    assert len(busy) >= 5 and statuses.count(200) >= 4, statuses
     for r in busy:
         assert int(r.headers["Retry-After"]) >= 1
         assert "at capacity" in r.text, r.text
