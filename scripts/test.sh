@@ -24,7 +24,7 @@ log "embedfn-core for wasm32-wasip2 (no I/O, no ort)"
 cargo build -p embedfn-core --target wasm32-wasip2 --release
 log "release builds: embedfn, embedfn-host, the embedfn-spin component (tract and wasi-nn builds)"
 # One command, so both binaries share one resolution of their dependencies' features.
-cargo build --release -p embedfn-lambda --bin embedfn -p embedfn-host
+cargo build --release -p embedfn-lambda -p embedfn-host --bin embedfn --bin embedfn-host
 scripts/build-component.sh tract >/dev/null
 scripts/build-component.sh wasi-nn >/dev/null
 # --release: the tests reuse the release builds' compiled dependencies (a debug build of
