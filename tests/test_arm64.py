@@ -40,6 +40,8 @@ TEXTS = ["Hello world", "你好，世界！这是一个测试。", "Ünïcödé,
 MINILM_TEXTS = ["Hello world", "Ünïcödé 🎉"]
 DOCS = ["The cat sat on the mat.", "Dogs are loyal animals.", "A very long document about cats. " * 120, ""]
 EM_AARCH64 = 183  # ELF e_machine
+#: aarch64 vs x86-64 on a float16 graph (see test_fp16_output_conversion)
+FP16_TOL = 1e-2
 
 
 def elf_machine(path):
@@ -48,9 +50,9 @@ def elf_machine(path):
     return int.from_bytes(head[18:20], "little")
 
 
-def versus_x86(what, arm, x86):
-    """Asserts the aarch64 answer is within 1e-5 of the x86-64 one; records the difference."""
-    diff = close(arm, x86)
+def versus_x86(what, arm, x86, tol=1e-5):
+    """Asserts the aarch64 answer is within `tol` of the x86-64 one; records the difference."""
+    diff = close(arm, x86, tol)
     reports.LINES.append(f"aarch64 (qemu -cpu {CPU}) vs x86-64, {what}: max |diff| {diff:.2e}")
 
 
@@ -233,9 +235,13 @@ def test_fp16_output_conversion(start, emulated, arm64_ort, binary, models_dir):
     finally:
         arm_server.stop()
         x86_server.stop()
-    versus_x86("Jina-shaped fp16 graph (float16 output) /api/embed", arm, x86)
+    # A float16 graph is not computed alike: ONNX Runtime on aarch64 (FEAT_FP16) runs its ops in
+    # float16, on x86-64 it casts them to float32. The vectors agree to float16 precision, the
+    # tolerance the fixture generator checks the fp16 graph against the fp32 one with.
+    versus_x86("Jina-shaped fp16 graph (float16 output) /api/embed", arm, x86, tol=FP16_TOL)
     ref = Model(models_dir / "jina-embed-tiny", "model_fp16.onnx")
-    for v, text in zip(arm, TEXTS, strict=True):
+    for a, v, text in zip(arm, x86, TEXTS, strict=True):
+        close(a, ref.embed(text, task="separation"), FP16_TOL)
         close(v, ref.embed(text, task="separation"))
 
 
