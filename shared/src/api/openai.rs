@@ -42,8 +42,9 @@ pub struct EmbeddingsRequest {
     pub user: Option<String>,
 }
 
-/// A vector as numbers, a base64 string, or packed bits.
-#[derive(ToSchema)]
+/// A vector as numbers, a base64 string, or packed bits (the schema of `output::Encoded`).
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
 #[allow(dead_code)]
 enum EncodedDoc {
     /// Numbers.
