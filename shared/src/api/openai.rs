@@ -42,7 +42,9 @@ pub struct EmbeddingsRequest {
     pub user: Option<String>,
 }
 
-/// A vector as numbers, a base64 string, or packed bits (the schema of `output::Encoded`).
+/// A vector as numbers (packed bits for `binary` / `ubinary` are numbers too: a separate
+/// integer-array variant would make `oneOf` ambiguous), or a base64 string: the schema of
+/// `output::Encoded`.
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
 #[allow(dead_code)]
@@ -51,8 +53,6 @@ enum EncodedDoc {
     Float(Vec<f32>),
     /// Little-endian f32 bytes, base64.
     Base64(String),
-    /// Packed sign bits.
-    Bits(Vec<i16>),
 }
 
 /// One vector.
