@@ -42,16 +42,17 @@ pub struct EmbeddingsRequest {
     pub user: Option<String>,
 }
 
-/// A vector as numbers, a base64 string, or packed bits.
-#[derive(ToSchema)]
+/// A vector as numbers (packed bits for `binary` / `ubinary` are numbers too: a separate
+/// integer-array variant would make `oneOf` ambiguous), or a base64 string: the schema of
+/// `output::Encoded`.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
 #[allow(dead_code)]
 enum EncodedDoc {
     /// Numbers.
     Float(Vec<f32>),
     /// Little-endian f32 bytes, base64.
     Base64(String),
-    /// Packed sign bits.
-    Bits(Vec<i16>),
 }
 
 /// One vector.
