@@ -39,6 +39,7 @@ from textmodel import TextModel
 
 TOLERANCE = 1e-4
 PRIMARY_MODEL = "minilm"  # cold start and RSS are those of the MiniLM instances
+TRACT_MEMORY_CAP = 128 << 20  # Fermyon Wasm Functions' memory limit
 WORKLOADS_OF = {FLOOR: "abcd", EMBEDFN: "abcde", NO_BATCHING: "abcde", LAMBDA: "abcd", WASM: "abcde",
                 WASM_NO_SNAPSHOT: "b", TRACT: "abcd", SEED: "abcde", BATCHED: "abcde"}
 
@@ -104,9 +105,11 @@ class Bench:
             proc = HttpServer(name, log, argv, server_env(embedfn_env(self.args.ort_lib, model, {})), probe)
         elif contender == TRACT:
             # Stock `wasmtime serve` on the tract build, pre-initialised once per model (a build
-            # step, not part of its cold start).
+            # step, not part of its cold start), its linear memory capped as on hosted Spin; each
+            # instance logs its linear memory after every request.
             env = server_env({})
-            argv = [self.args.wasmtime, "serve", "-S", "cli=y", "--addr", f"127.0.0.1:{env['PORT']}",
+            argv = [self.args.wasmtime, "serve", "-S", "cli=y", "-W", f"max-memory-size={TRACT_MEMORY_CAP}",
+                    "--env", "EMBEDFN_LOG_MEMORY=1", "--addr", f"127.0.0.1:{env['PORT']}",
                     self.tract_snapshot(model)]
             proc = HttpServer(name, log, argv, env, probe)
         elif contender == LAMBDA:
@@ -232,6 +235,26 @@ class Bench:
             validate(f"{contender} on {w.key}", w, body, status, raw)
         return [a[0] for a in answers], seconds
 
+    def tract_facts(self):
+        """The tract build's component size and linear-memory high-water per model, and its
+        instantiation cost: p50 of a model-free request (a POST to /api/version, answered by the
+        route table with no inference, a fresh instance each) minus the native server's."""
+        if TRACT not in self.contenders:
+            return None
+
+        def p50_version(proc):
+            return float(np.median([proc.call("/api/version", b"{}")[0] for _ in range(30)])) * 1000
+
+        facts = {"instantiation_ms": p50_version(self.instances[TRACT, PRIMARY_MODEL])
+                 - p50_version(self.instances[EMBEDFN, PRIMARY_MODEL]), "models": {}}
+        for (c, model_name), proc in self.instances.items():
+            if c == TRACT:
+                sizes = [int(m) for m in re.findall(r"linear memory (\d+) bytes", Path(proc.log_path).read_text())]
+                facts["models"][model_name] = {
+                    "component_mib": Path(self.snapshots[model_name]).stat().st_size / 2**20,
+                    "memory_high_water_mib": max(sizes) / 2**20 if sizes else None}
+        return facts
+
     def peak_rss(self):
         """VmHWM of every live instance, KiB, by contender then model."""
         out = {c: {} for c in self.contenders}
@@ -336,7 +359,11 @@ def main():
         log("all contenders started")
         bench.run_all()
         rss = bench.peak_rss()
-    results = document(args, bench, summarize(bench, rss), binary_sha256, time.perf_counter() - started)
+        tract = bench.tract_facts()
+    rows = summarize(bench, rss)
+    if tract:
+        rows[TRACT]["tract"] = tract
+    results = document(args, bench, rows, binary_sha256, time.perf_counter() - started)
     (args.out / "bench-results.json").write_text(json.dumps(results, indent=1))
     print(report.table(results))
     report.plot(results, args.out / "bench-results.png")

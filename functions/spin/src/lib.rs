@@ -6,8 +6,13 @@
 //! (feature `tract`: needs nothing from the host, so it runs under stock Spin and Wasmtime). State is built once ([`state`]); Wizer can snapshot it
 //! into the component so that a fresh instance per request pays no parsing.
 
+mod alloc;
+#[cfg(feature = "tract")]
+mod i8mm;
 #[cfg(not(feature = "tract"))]
 mod nn;
+#[cfg(feature = "tract")]
+mod quant;
 mod state;
 #[cfg(feature = "tract")]
 mod tract;
@@ -27,12 +32,18 @@ mod bindings {
     });
 }
 
+#[global_allocator]
+static ALLOCATOR: alloc::Allocator = alloc::Allocator;
+
 struct Component;
 
 impl bindings::Guest for Component {
     fn wizer_initialize() {
         // A failure is kept and answered (500) by every request, with its reason.
-        let _ = state::app();
+        // Freed memory is zeroed meanwhile: Wizer ships only non-zero bytes.
+        // Nothing here may touch stdout/stderr: a stream opened now would be a dead handle in
+        // the snapshot.
+        let _ = alloc::zeroing_freed(state::app);
     }
 }
 
@@ -59,7 +70,22 @@ fn handle(req: Request) -> Response {
         }
         Err(why) => error_reply(Api::Ollama, &Error::Model(why.to_string())),
     };
+    // The live environment: the C library's copy was taken at pre-initialisation.
+    if wasip2::cli::environment::get_environment()
+        .iter()
+        .any(|(k, _)| k == "EMBEDFN_LOG_MEMORY")
+    {
+        eprintln!("embedfn: linear memory {} bytes", memory_bytes());
+    }
     respond(reply)
+}
+
+/// The linear memory's size: its high-water mark (Wasm memory never shrinks).
+fn memory_bytes() -> usize {
+    #[cfg(target_arch = "wasm32")]
+    return core::arch::wasm32::memory_size(0) << 16;
+    #[cfg(not(target_arch = "wasm32"))]
+    0
 }
 
 fn respond(reply: Reply) -> Response {

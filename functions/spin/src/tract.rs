@@ -6,8 +6,10 @@
 //! happen at load:
 //! - `CumSum` over int64 (XLM-R position ids) would run on tract's symbolic-integer type, which
 //!   its `CumSum` does not take: our parser casts to int64 and back around it.
-//! - Weight-only int8 exports `Cast` their tables to f32 on every call (tract folds constants
-//!   only up to 4 MiB of growth): constant `Cast`s are folded once here.
+//! - Weight-only int8 exports dequantize their tables in the graph: [`crate::quant`] rewrites
+//!   them so that the weights stay int8 in memory ([`crate::i8mm`]'s kernel widens them on
+//!   the fly, and only the gathered rows of a vocabulary are converted). Other constant
+//!   `Cast`s (float16 tables) are folded once here (tract folds only up to 4 MiB of growth).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -46,9 +48,25 @@ impl TractBackend {
     pub fn load(onnx: &Path) -> Result<Self> {
         let mut framework = tract_onnx::onnx().with_ignore_value_info(true);
         framework.op_register.insert("CumSum", cumsum);
-        let mut proto = framework.proto_model_for_path(onnx).map_err(tract_err)?;
-        inline_external_data(&mut proto, onnx.parent().unwrap_or(Path::new(".")))?;
-        let mut model = framework.parse(&proto, None).map_err(tract_err)?.model;
+        framework
+            .op_register
+            .insert(crate::quant::I8_MATMUL, crate::i8mm::parse);
+        let mut model = {
+            // Read and decoded here (not by tract) so that the file's bytes are gone before the
+            // graph is parsed: loading peaks at the protobuf plus tract's copy of its tables.
+            let mut proto = {
+                let bytes = std::fs::read(onnx)
+                    .map_err(|e| Error::Model(format!("{}: {e}", onnx.display())))?;
+                <ModelProto as prost::Message>::decode(bytes.as_slice()).map_err(tract_err)?
+            };
+            inline_external_data(&mut proto, onnx.parent().unwrap_or(Path::new(".")))?;
+            if let Some(graph) = proto.graph.as_mut() {
+                crate::quant::rewrite(graph);
+            }
+            let parsed = framework.parse(&proto, None).map(|p| p.model);
+            crate::quant::clear_weights();
+            parsed.map_err(tract_err)?
+        };
         let (b, s) = (model.sym("B"), model.sym("S"));
         let mut feeds = Vec::new();
         let outlets = model.input_outlets().map_err(tract_err)?.to_vec();
@@ -122,7 +140,8 @@ fn inline_external_data(proto: &mut ModelProto, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Replaces every `Cast` of a constant by the cast constant, until none is left.
+/// Replaces every `Cast` of a constant by the cast constant, until none is left; int8 tables
+/// stay int8 (see [`crate::quant`]).
 fn fold_constant_casts(model: &mut TypedModel) -> TractResult<()> {
     loop {
         let mut patch = None;
@@ -134,6 +153,9 @@ fn fold_constant_casts(model: &mut TypedModel) -> TractResult<()> {
             let Some(k) = model.outlet_fact(node.inputs[0])?.konst.clone() else {
                 continue;
             };
+            if matches!(k.datum_type(), DatumType::I8 | DatumType::U8) {
+                continue;
+            }
             let folded = k.cast_to_dt(op.to)?.into_owned();
             let mut p = TypedModelPatch::default();
             let wire = p.add_const(format!("{}.folded", node.name), folded)?;
