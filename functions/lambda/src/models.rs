@@ -166,6 +166,26 @@ pub struct Shared {
     pub budget: Arc<Budget>,
 }
 
+/// A model loaded as `kind`, its session behind the dynamic batcher under the shared budget.
+fn engine(
+    id: &str,
+    kind: ModelKind,
+    config: &Config,
+    env: &Environment,
+    session: SessionOptions,
+    shared: &Shared,
+) -> Result<(ModelInfo, ModelSpec, TextTokenizer, Engine)> {
+    let (info, spec, tokenizer, backend) = load(id, kind, config, env, session)?;
+    let backend = Batcher::for_model(
+        backend,
+        config.batching,
+        shared.metrics.clone(),
+        &spec,
+        Some(shared.budget.clone()),
+    )?;
+    Ok((info, spec, tokenizer, backend))
+}
+
 /// The embedding model, ready to serve.
 pub fn embedder(
     id: &str,
@@ -174,14 +194,8 @@ pub fn embedder(
     session: SessionOptions,
     shared: &Shared,
 ) -> Result<Served<Embedder<Engine>>> {
-    let (info, spec, tokenizer, backend) = load(id, ModelKind::Embedding, config, env, session)?;
-    let backend = Batcher::for_model(
-        backend,
-        config.batching,
-        shared.metrics.clone(),
-        &spec,
-        Some(shared.budget.clone()),
-    )?;
+    let (info, spec, tokenizer, backend) =
+        engine(id, ModelKind::Embedding, config, env, session, shared)?;
     let options = EmbedderOptions {
         instructions: config.task_instructions,
         default_task: config.default_task.clone(),
@@ -203,14 +217,8 @@ pub fn reranker(
     session: SessionOptions,
     shared: &Shared,
 ) -> Result<Served<Reranker<Engine>>> {
-    let (info, spec, tokenizer, backend) = load(id, ModelKind::CrossEncoder, config, env, session)?;
-    let backend = Batcher::for_model(
-        backend,
-        config.batching,
-        shared.metrics.clone(),
-        &spec,
-        Some(shared.budget.clone()),
-    )?;
+    let (info, spec, tokenizer, backend) =
+        engine(id, ModelKind::CrossEncoder, config, env, session, shared)?;
     let options = RerankOptions {
         batch: config.batch,
         max_request_tokens: config.max_request_tokens,
