@@ -318,7 +318,8 @@ impl<R: Read + Seek> Proto<R> {
         match wire {
             0 => out.push(self.varint()? as i64),
             2 => {
-                let end = self.pos + self.varint()?;
+                let len = self.varint()?;
+                let end = self.pos + len;
                 while self.pos < end {
                     out.push(self.varint()? as i64);
                 }
