@@ -238,6 +238,8 @@ def embedfn_env(ort_lib, model, extra):
 
 
 def server_env(settings):
-    """A server's environment: PATH, HOME and LANG from ours, a free port on loopback, `settings`."""
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
+    """A server's environment: PATH, HOME, LANG and the library and module paths from ours (on a
+    GPU machine the CUDA libraries are often found through LD_LIBRARY_PATH), a free port on
+    loopback, `settings`."""
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LD_LIBRARY_PATH", "PYTHONPATH")}
     return {**env, "HOST": "127.0.0.1", "PORT": str(free_port()), **settings}
