@@ -13,7 +13,77 @@ pub struct Tensor {
     /// Dimensions, outermost first.
     pub shape: Vec<usize>,
     /// `shape.iter().product()` values.
-    pub data: Vec<f32>,
+    pub data: Values,
+}
+
+/// A tensor's values: a `Vec`, or a buffer the engine keeps (e.g. ONNX Runtime's own output),
+/// read in place. A `[batch, seq, hidden]` output is the largest buffer of a pass (64 MiB for
+/// 32 × 512 tokens × 1024); holding the engine's buffer saves copying it into fresh pages.
+pub struct Values(Repr);
+
+enum Repr {
+    Owned(Vec<f32>),
+    Held(Box<dyn AsRef<[f32]> + Send + Sync>),
+}
+
+impl Values {
+    /// Values read in place from `buffer` for as long as this lives.
+    pub fn held(buffer: impl AsRef<[f32]> + Send + Sync + 'static) -> Self {
+        Self(Repr::Held(Box::new(buffer)))
+    }
+}
+
+impl std::ops::Deref for Values {
+    type Target = [f32];
+
+    fn deref(&self) -> &[f32] {
+        match &self.0 {
+            Repr::Owned(v) => v,
+            Repr::Held(b) => (**b).as_ref(),
+        }
+    }
+}
+
+impl Default for Values {
+    fn default() -> Self {
+        Vec::new().into()
+    }
+}
+
+impl From<Vec<f32>> for Values {
+    fn from(v: Vec<f32>) -> Self {
+        Self(Repr::Owned(v))
+    }
+}
+
+impl FromIterator<f32> for Values {
+    fn from_iter<I: IntoIterator<Item = f32>>(iter: I) -> Self {
+        iter.into_iter().collect::<Vec<_>>().into()
+    }
+}
+
+impl Clone for Values {
+    fn clone(&self) -> Self {
+        self.to_vec().into()
+    }
+}
+
+impl PartialEq for Values {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl PartialEq<Vec<f32>> for Values {
+    fn eq(&self, other: &Vec<f32>) -> bool {
+        **self == **other
+    }
+}
+
+impl std::fmt::Debug for Values {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
 }
 
 /// Runs a model graph. Implementations feed the inputs their graph declares (`input_ids`,

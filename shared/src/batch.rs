@@ -165,7 +165,7 @@ impl Tensor {
                 },
                 _ => Tensor {
                     shape: [&[b.batch][..], rest].concat(),
-                    data: rows.to_vec(),
+                    data: rows.to_vec().into(),
                 },
             };
             out.push(t);
@@ -331,7 +331,7 @@ mod tests {
         // Token-level output [3, 3, 1]: value = 10 * row + position.
         let out = Tensor {
             shape: vec![3, 3, 1],
-            data: vec![0., 1., 2., 10., 11., 12., 20., 21., 22.],
+            data: vec![0., 1., 2., 10., 11., 12., 20., 21., 22.].into(),
         };
         let parts = out.split(&[&first, &second]).unwrap();
         assert_eq!(parts[0].shape, vec![2, 3, 1]);
@@ -339,7 +339,7 @@ mod tests {
         assert_eq!(parts[1].data, vec![20., 21.]);
         let pooled = Tensor {
             shape: vec![3, 2],
-            data: vec![0., 1., 2., 3., 4., 5.],
+            data: vec![0., 1., 2., 3., 4., 5.].into(),
         };
         let parts = pooled.split(&[&first, &second]).unwrap();
         assert_eq!(parts[1].data, vec![4., 5.]);

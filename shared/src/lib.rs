@@ -37,7 +37,7 @@ pub mod spec;
 pub mod time;
 pub mod tokenize;
 
-pub use backend::{Backend, Tensor};
+pub use backend::{Backend, Tensor, Values};
 pub use batch::{Batch, BatchLimits, Feed};
 pub use embed::{EmbedParams, Embedder, EmbedderOptions, Input};
 pub use error::{Error, Result};

@@ -113,7 +113,7 @@ impl embedfn_core::Backend for TextEngine {
         };
         Ok(CoreTensor {
             shape: out.dimensions.iter().map(|&d| d as usize).collect(),
-            data,
+            data: data.into(),
         })
     }
 }

@@ -13,12 +13,12 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use embedfn_core::files::prefer_fused;
-use embedfn_core::{Backend, Batch, Error, Feed, Result, Tensor};
+use embedfn_core::{Backend, Batch, Error, Feed, Result, Tensor, Values};
 use ort::environment::Environment;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::Session;
 use ort::session::SessionInputValue;
-use ort::value::{TensorElementType, TensorRef, ValueType};
+use ort::value::{DynValue, TensorElementType, TensorRef, ValueType};
 
 use crate::config::Cuda;
 use crate::ort_cache::{self, Entry};
@@ -249,19 +249,35 @@ impl Backend for OrtBackend {
             let (data, shape) = batch.feed(*feed)?;
             inputs.push((name.as_str(), tensor(data, shape, *int)?));
         }
-        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
-        let outputs = session.run(inputs).map_err(run_err)?;
-        let value = &outputs[0];
+        let value = {
+            let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+            let mut outputs = session.run(inputs).map_err(run_err)?;
+            let first = outputs.keys().next().map(str::to_owned);
+            first.and_then(|name| outputs.remove(name))
+        }
+        .ok_or_else(|| run_err("the model has no output"))?;
         let (shape, data) = if self.output_f16 {
             let (shape, data) = value.try_extract_tensor::<half::f16>().map_err(run_err)?;
             (shape.clone(), data.iter().map(|x| x.to_f32()).collect())
         } else {
-            let (shape, data) = value.try_extract_tensor::<f32>().map_err(run_err)?;
-            (shape.clone(), data.to_vec())
+            // Read in place: ONNX Runtime's output buffer is the pass's largest.
+            let (shape, _) = value.try_extract_tensor::<f32>().map_err(run_err)?;
+            (shape.clone(), Values::held(F32Output(value)))
         };
         Ok(Tensor {
             shape: shape.iter().map(|&d| d.max(0) as usize).collect(),
             data,
         })
+    }
+}
+
+/// An f32 output value, read where ONNX Runtime put it (checked to be f32 when made).
+struct F32Output(DynValue);
+
+impl AsRef<[f32]> for F32Output {
+    fn as_ref(&self) -> &[f32] {
+        self.0
+            .try_extract_tensor::<f32>()
+            .map_or(&[], |(_, data)| data)
     }
 }

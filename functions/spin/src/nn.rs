@@ -98,7 +98,7 @@ impl Backend for NnBackend {
             .ok_or_else(|| Error::Backend("wasi:nn compute returned no outputs".into()))?;
         Ok(Tensor {
             shape: output.dimensions().iter().map(|&d| d as usize).collect(),
-            data: floats(output.ty(), &output.data())?,
+            data: floats(output.ty(), &output.data())?.into(),
         })
     }
 }

@@ -268,7 +268,7 @@ impl Backend for TractBackend {
             .map_err(tract_err)?;
         Ok(Tensor {
             shape: out.shape().to_vec(),
-            data,
+            data: data.into(),
         })
     }
 }
