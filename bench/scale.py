@@ -53,6 +53,7 @@ def parse_args(argv=None):
     p.add_argument("--requests", type=int, default=0, help="requests per length (default: 8/4/2/1 at 128/512/2048/8192)")
     p.add_argument("--cuda", action="store_true", help="USE_CUDA=true for embedfn, CUDA provider for the Python contenders")
     p.add_argument("--batch", type=int, default=1, help="texts per request (embedders; with --cuda, try 8-32)")
+    p.add_argument("--max-batch-size", type=int, help="embedfn's MAX_BATCH_SIZE (default: its own)")
     p.add_argument("--threads", type=int, default=physical_cores())
     p.add_argument("--one-start", action="store_true",
                    help="start embedfn once per variant, keeping the optimized-model cache of earlier runs "
@@ -154,6 +155,8 @@ def bench_variant(args, model, variant, lengths, logs):
         extra = {"ONNX_QUANTIZATION": quant, "ORT_CACHE_DIR": str(cache),
                  "ONNX_FUSED_ATTENTION": "true" if variant == "fp32-fused" else "false",
                  "USE_CUDA": "true" if args.cuda else "false"}
+        if args.max_batch_size:
+            extra["MAX_BATCH_SIZE"] = str(args.max_batch_size)
         env = embedfn_env(args.ort_lib, model, extra)
         colds = []
         # --one-start with a filled cache: one (cached) start; otherwise fill it first, so that the
@@ -250,7 +253,7 @@ def main(argv=None):
     logs.mkdir(exist_ok=True)
     started = time.perf_counter()
     doc = {"machine": {"cpu": cpu_model(), "physical_cores": physical_cores(), "threads": args.threads},
-           "cuda": args.cuda, "batch": args.batch, "models": {}}
+           "cuda": args.cuda, "batch": args.batch, "max_batch_size": args.max_batch_size, "models": {}}
     for mname in args.scale_models.split():
         model = TextModel(args.models / mname)
         lengths = [n for n in map(int, args.scale_lengths.split()) if n <= model.max_length]

@@ -10,7 +10,7 @@
 #   bench.sh --scale [--scale-models "jina-v3-scale jina-reranker-scale"]
 #                    [--scale-variants "fp32 fp32-fused fp16 int8 uint8 quantized q4 bnb4"]
 #                    [--scale-lengths "128 512 2048 8192"] [--scale-contenders "embedfn,floor (ORT session.run),seed-style Python"]
-#                    [--requests N] [--cuda] [--batch N] [--ort-lib LIB] [--out DIR]
+#                    [--requests N] [--cuda] [--batch N] [--max-batch-size N] [--ort-lib LIB] [--out DIR]
 #                    [--no-layer] [--layer-plain-max N]   (the one-layer plain/fused comparison)
 # makes the full-size models first (scripts/make-scale-models.sh, cached under
 # $EMBEDFN_CACHE/models) and runs bench/scale.py: bench-scale.json and a table. With EMBEDFN_BIN
