@@ -45,8 +45,10 @@ pub struct Config {
     pub task_instructions: bool,
     /// `DEFAULT_TASK` (default `text-matching` when the model has it).
     pub default_task: Option<String>,
-    /// `MAX_BATCH_TOKENS`, `MAX_BATCH_SIZE`: limits per forward pass.
+    /// `MAX_BATCH_TOKENS`, `MAX_BATCH_SIZE`: limits per forward pass (see [`Config::batch_on`]).
     pub batch: BatchLimits,
+    /// Whether `MAX_BATCH_SIZE` was set (else a model on CUDA gets the accelerator default).
+    pub batch_size_set: bool,
     /// `MAX_BODY_BYTES`, `MAX_INPUTS`, `MAX_DOCUMENTS`.
     pub limits: Limits,
     /// `MAX_REQUEST_TOKENS`: tokens one request may run, all inputs together.
@@ -98,6 +100,16 @@ pub struct ConfigError {
 }
 
 impl Config {
+    /// The pass limits for a model whose session runs on `device` (`"cuda"` or `"cpu"`): an
+    /// unset `MAX_BATCH_SIZE` on CUDA takes [`BatchLimits::on_accelerator`].
+    pub fn batch_on(&self, device: &str) -> BatchLimits {
+        if device == "cuda" && !self.batch_size_set {
+            self.batch.on_accelerator()
+        } else {
+            self.batch
+        }
+    }
+
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|k| std::env::var(k).ok())
@@ -148,6 +160,7 @@ impl Config {
             max_tokens: num("MAX_BATCH_TOKENS", BatchLimits::default().max_tokens)?.max(1),
             max_size: num("MAX_BATCH_SIZE", BatchLimits::default().max_size)?.max(1),
         };
+        let batch_size_set = get("MAX_BATCH_SIZE").is_some();
         let in_lambda = get("AWS_LAMBDA_RUNTIME_API").is_some();
         let (max_memory, max_memory_source) = match get("MAX_MEMORY") {
             Some(v) => (
@@ -212,6 +225,7 @@ impl Config {
                 limits: batch,
                 wait: Duration::from_millis(num("BATCH_WAIT_MS", 0)? as u64),
             },
+            batch_size_set,
             api_key: get("API_KEY").map(ApiKey::new),
             max_memory,
             max_memory_source,
@@ -334,6 +348,22 @@ mod tests {
         let lambda = config(&[("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")]).unwrap();
         assert_eq!(lambda.model_cache_dir, PathBuf::from("/tmp/models"));
         assert!(!lambda.batching.enabled);
+    }
+
+    #[test]
+    fn cuda_takes_bigger_passes_unless_the_size_is_set() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.batch_on("cpu").max_size, 16);
+        assert_eq!(
+            c.batch_on("cuda").max_size,
+            BatchLimits::ACCELERATOR_MAX_SIZE
+        );
+        assert_eq!(c.batch_on("cuda").max_tokens, c.batch.max_tokens);
+        let set = config(&[("MAX_BATCH_SIZE", "8")]).unwrap();
+        assert_eq!(
+            (set.batch_on("cpu").max_size, set.batch_on("cuda").max_size),
+            (8, 8)
+        );
     }
 
     #[test]

@@ -4,11 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use embedfn_core::dynamic::Batcher;
+use embedfn_core::dynamic::{Batcher, BatchingOptions};
 use embedfn_core::files::{model_info, onnx_path, read_graph, read_model_dir};
 use embedfn_core::{
-    Budget, Embedder, EmbedderOptions, Error, Metrics, ModelInfo, ModelKind, ModelSpec,
-    RerankOptions, Reranker, Result, Served, TextTokenizer,
+    BatchLimits, Budget, Embedder, EmbedderOptions, Error, Metrics, ModelInfo, ModelKind,
+    ModelSpec, RerankOptions, Reranker, Result, Served, TextTokenizer,
 };
 
 use ort::environment::Environment;
@@ -174,16 +174,21 @@ fn engine(
     env: &Environment,
     session: SessionOptions,
     shared: &Shared,
-) -> Result<(ModelInfo, ModelSpec, TextTokenizer, Engine)> {
+) -> Result<(ModelInfo, ModelSpec, TextTokenizer, Engine, BatchLimits)> {
     let (info, spec, tokenizer, backend) = load(id, kind, config, env, session)?;
+    let batch = config.batch_on(backend.device);
+    let batching = BatchingOptions {
+        limits: batch,
+        ..config.batching
+    };
     let backend = Batcher::for_model(
         backend,
-        config.batching,
+        batching,
         shared.metrics.clone(),
         &spec,
         Some(shared.budget.clone()),
     )?;
-    Ok((info, spec, tokenizer, backend))
+    Ok((info, spec, tokenizer, backend, batch))
 }
 
 /// The embedding model, ready to serve.
@@ -194,12 +199,12 @@ pub fn embedder(
     session: SessionOptions,
     shared: &Shared,
 ) -> Result<Served<Embedder<Engine>>> {
-    let (info, spec, tokenizer, backend) =
+    let (info, spec, tokenizer, backend, batch) =
         engine(id, ModelKind::Embedding, config, env, session, shared)?;
     let options = EmbedderOptions {
         instructions: config.task_instructions,
         default_task: config.default_task.clone(),
-        batch: config.batch,
+        batch,
         max_request_tokens: config.max_request_tokens,
         memory: Some(shared.budget.clone()),
     };
@@ -217,10 +222,10 @@ pub fn reranker(
     session: SessionOptions,
     shared: &Shared,
 ) -> Result<Served<Reranker<Engine>>> {
-    let (info, spec, tokenizer, backend) =
+    let (info, spec, tokenizer, backend, batch) =
         engine(id, ModelKind::CrossEncoder, config, env, session, shared)?;
     let options = RerankOptions {
-        batch: config.batch,
+        batch,
         max_request_tokens: config.max_request_tokens,
         memory: Some(shared.budget.clone()),
         ..RerankOptions::default()
