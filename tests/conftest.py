@@ -16,6 +16,7 @@ import requests
 
 import parity
 import reports
+from reference import Model
 
 ROOT = Path(__file__).resolve().parent.parent
 ORT_CACHE = tempfile.mkdtemp(prefix="embedfn-ort-cache-")
@@ -32,6 +33,24 @@ def models_dir():
     for name in ("minilm", "jina-embed-tiny", "jina-rerank-tiny"):
         assert (path / name / "tokenizer.json").is_file(), f"test model {name} missing in {path}"
     return path
+
+
+@pytest.fixture(scope="session")
+def minilm_ref(models_dir):
+    """The independent reference (Python onnxruntime + tokenizers) on MiniLM int8."""
+    return Model(models_dir / "minilm")
+
+
+@pytest.fixture(scope="session")
+def embed_ref(models_dir):
+    """The reference on the Jina-shaped embedder fixture."""
+    return Model(models_dir / "jina-embed-tiny")
+
+
+@pytest.fixture(scope="session")
+def rerank_ref(models_dir):
+    """The reference on the Jina-shaped reranker fixture."""
+    return Model(models_dir / "jina-rerank-tiny")
 
 
 @pytest.fixture(scope="session")

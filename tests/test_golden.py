@@ -20,21 +20,6 @@ TEXTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def minilm_ref(models_dir):
-    return Model(models_dir / "minilm")
-
-
-@pytest.fixture(scope="module")
-def embed_ref(models_dir):
-    return Model(models_dir / "jina-embed-tiny")
-
-
-@pytest.fixture(scope="module")
-def rerank_ref(models_dir):
-    return Model(models_dir / "jina-rerank-tiny")
-
-
 # --- MiniLM (real model, int8 ONNX) -------------------------------------------------------------
 
 def test_minilm_token_ids_match_reference(minilm, minilm_ref):

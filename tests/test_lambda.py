@@ -50,11 +50,6 @@ def function(binary, ort_lib, models_dir):
     api.close()
 
 
-@pytest.fixture(scope="module")
-def minilm_ref(models_dir):
-    return Model(models_dir / "minilm")
-
-
 def test_api_gateway_rest_event(function, minilm_ref):
     api, _ = function
     kind, answer = api.invoke(fixture("apigw-v1"))

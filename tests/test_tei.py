@@ -15,28 +15,13 @@ from huggingface_hub import InferenceClient
 from llama_index.embeddings.text_embeddings_inference import TextEmbeddingsInference
 
 from parity import close
-from reference import Model, finish
+from reference import finish
 
 
 @pytest.fixture(scope="module")
 def multi(start, models_dir):
     return start(EMBEDDINGS_MODEL_ID=f"{models_dir / 'minilm'},{models_dir / 'jina-embed-tiny'}",
                  RERANKER_MODEL_ID=str(models_dir / "jina-rerank-tiny"), MAX_INPUTS="64")
-
-
-@pytest.fixture(scope="module")
-def minilm_ref(models_dir):
-    return Model(models_dir / "minilm")
-
-
-@pytest.fixture(scope="module")
-def jina_ref(models_dir):
-    return Model(models_dir / "jina-embed-tiny")
-
-
-@pytest.fixture(scope="module")
-def rerank_ref(models_dir):
-    return Model(models_dir / "jina-rerank-tiny")
 
 
 def tei_error(r, status, kind):
@@ -80,10 +65,10 @@ def test_tei_truncation_direction_and_too_long(multi, minilm_ref):
     tei_error(multi.post("/embed", {"inputs": "x", "model": "nope"}), 404, "Validation")
 
 
-def test_tei_prompt_name_and_model_choice(multi, jina_ref):
+def test_tei_prompt_name_and_model_choice(multi, embed_ref):
     r = multi.post("/embed", {"inputs": "query text", "prompt_name": "retrieval.query", "model": "jina-embed-tiny"})
     assert r.status_code == 200, r.text
-    close(r.json()[0], jina_ref.embed("query text", task="retrieval.query"))
+    close(r.json()[0], embed_ref.embed("query text", task="retrieval.query"))
 
 
 def test_tei_embed_all_is_the_token_output(multi, minilm_ref):
@@ -223,13 +208,13 @@ def test_spin_model_names_match_case_insensitively(multi):
 
 # --- several models, per-request length, truthful listings ----------------------------------------
 
-def test_several_models_chosen_by_name(multi, minilm_ref, jina_ref):
+def test_several_models_chosen_by_name(multi, minilm_ref, embed_ref):
     a = multi.post("/api/embed", {"input": "Hello"}).json()  # default: the first
     close(a["embeddings"][0], minilm_ref.embed("Hello"))
     b = multi.post("/api/embed", {"model": "jina-embed-tiny:latest", "input": "Hello"}).json()
-    close(b["embeddings"][0], jina_ref.embed("Hello"))
+    close(b["embeddings"][0], embed_ref.embed("Hello"))
     c = multi.post("/v1/embeddings", {"model": "jina-embed-tiny-query", "input": "Hello"}).json()
-    close(c["data"][0]["embedding"], jina_ref.embed("Hello", task="retrieval.query"))
+    close(c["data"][0]["embedding"], embed_ref.embed("Hello", task="retrieval.query"))
     assert [m["id"] for m in multi.get("/v1/models").json()["data"]] == \
         ["minilm", "jina-embed-tiny", "jina-rerank-tiny"]
     assert multi.get("/health").json()["embedding_models"] == ["minilm", "jina-embed-tiny"]
