@@ -114,3 +114,13 @@ def finish(v, dims, normalize):
     if normalize:
         v = v / np.linalg.norm(v)
     return v
+
+
+def onnx_parameters(path):
+    """Weight elements of an ONNX graph's initializers, counted by the `onnx` package (external
+    data left unread: the dims are in the graph file)."""
+    import math
+
+    import onnx
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return sum(math.prod(t.dims) for t in graph.initializer)

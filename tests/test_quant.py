@@ -23,7 +23,7 @@ import pytest
 
 from conftest import ROOT
 from parity import close
-from reference import Model
+from reference import Model, onnx_parameters
 
 TEXTS = ["Hello world", "the cat sat on the mat", "你好世界 这是一个测试",
          "where is berlin, the capital of germany?", "word " * 200]
@@ -61,6 +61,11 @@ def test_variant_serves_like_python_ort_and_near_fp32(start, models_dir, fp32, v
                    ONNX_QUANTIZATION=variant)
     tags = server.get("/api/tags").json()["models"]
     assert all(m["size"] > 0 for m in tags)
+    # The parameter count is the fp32 model's, plus the scales and zero points: 4-bit weights
+    # packed two to a byte count as two.
+    count = server.post("/api/show", {"model": "jina-embed-tiny"}).json()["model_info"]["general.parameter_count"]
+    fp32_count = onnx_parameters(embed_dir / "onnx" / "model.onnx")
+    assert fp32_count <= count <= 1.05 * fp32_count, (variant, count, fp32_count)
     for text in TEXTS:
         for task in TASKS:
             got = embed_one(server, text, task)

@@ -8,14 +8,13 @@ One server holds two embedders (minilm, the default, and jina-embed-tiny) and a 
 import math
 
 import numpy as np
-import onnx
 import pytest
 import requests
 from huggingface_hub import InferenceClient
 from llama_index.embeddings.text_embeddings_inference import TextEmbeddingsInference
 
 from parity import close
-from reference import finish
+from reference import finish, onnx_parameters
 
 
 @pytest.fixture(scope="module")
@@ -233,13 +232,6 @@ def test_openai_max_length_truncates(multi, minilm_ref):
     long = "word " * 400
     r = multi.post("/api/embed", {"input": long, "truncate": False})
     assert r.status_code == 400 and "the input length exceeds the context length" in r.json()["error"]
-
-
-def onnx_parameters(path):
-    """Weight elements of an ONNX graph's initializers, counted by the `onnx` package (external
-    data left unread: the dims are in the graph file)."""
-    graph = onnx.load(str(path), load_external_data=False).graph
-    return sum(math.prod(t.dims) for t in graph.initializer)
 
 
 def test_tags_and_show_tell_the_truth(multi, models_dir):

@@ -4,7 +4,9 @@
 //! - the weights: each initializer's, sparse initializer's and tensor attribute's `dims` and
 //!   `data_type`, every payload (`raw_data`, `float_data`, …) skipped by seeking, so a
 //!   multi-gigabyte model costs milliseconds (external data is never opened: the dims are in the
-//!   graph file) — the parameter count and the real quantization (`/api/tags`, `/api/show`);
+//!   graph file) — the parameter count and the real quantization (`/api/tags`, `/api/show`).
+//!   4-bit weights packed two to a byte (the `B` input of `MatMulNBits` and `MatMulBnb4`)
+//!   count as the weights they hold, not as bytes;
 //! - the nodes' `op_type`s — what [`GraphFacts`](crate::memory::GraphFacts) is derived from
 //!   (attention kind, batch dependence).
 //!
@@ -13,7 +15,7 @@
 
 use std::io::{Read, Seek, SeekFrom};
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use crate::error::{Error, Result};
 use crate::memory::GraphFacts;
@@ -71,9 +73,15 @@ pub fn read<R: Read + Seek>(reader: R) -> Result<GraphSummary> {
     }
     let mut by_type: Vec<(i32, u64)> = acc.matrix.into_iter().collect();
     by_type.sort_unstable();
+    // A packed initializer was counted once per element; it holds `per_element` weights.
+    let unpacked: u64 = acc
+        .packed
+        .iter()
+        .filter_map(|(name, per_element)| Some(acc.named.get(name)? * (per_element - 1)))
+        .sum();
     Ok(GraphSummary {
         weights: WeightStats {
-            parameters: acc.parameters,
+            parameters: acc.parameters.saturating_add(unpacked),
             matrix_elements_by_type: by_type,
             packed_4bit: acc.ops.contains("MatMulNBits"),
         },
@@ -131,10 +139,14 @@ struct Acc {
     parameters: u64,
     matrix: std::collections::BTreeMap<i32, u64>,
     ops: BTreeSet<String>,
+    /// Elements of each named initializer.
+    named: HashMap<String, u64>,
+    /// Initializers packed several weights to an element, by name: weights per element.
+    packed: HashMap<String, u64>,
 }
 
 impl Acc {
-    fn add(&mut self, dims: &[i64], data_type: i32) {
+    fn add(&mut self, dims: &[i64], data_type: i32) -> u64 {
         let n = dims
             .iter()
             .fold(1u64, |n, &d| n.saturating_mul(d.max(0) as u64));
@@ -142,7 +154,19 @@ impl Acc {
         if dims.len() >= 2 {
             *self.matrix.entry(data_type).or_default() += n;
         }
+        n
     }
+}
+
+/// Weights per stored element of a node's packed weight input (input 1), if it has one:
+/// `MatMulNBits` packs `8 / bits` (default 4 bits), `MatMulBnb4` two.
+fn weights_per_element(op: &str, bits: Option<u64>) -> Option<u64> {
+    match op {
+        "MatMulNBits" => Some(8 / bits.unwrap_or(4).clamp(1, 8)),
+        "MatMulBnb4" => Some(2),
+        _ => None,
+    }
+    .filter(|&k| k > 1)
 }
 
 fn io(e: std::io::Error) -> Error {
@@ -164,8 +188,9 @@ fn graph<R: Read + Seek>(r: &mut Proto<R>, end: u64, acc: &mut Acc) -> Result<()
             }
             (5, 2) => {
                 let end = r.varint()? + r.pos;
-                let (dims, t) = tensor(r, end)?;
-                acc.add(&dims, t);
+                let (dims, t, name) = tensor(r, end)?;
+                let n = acc.add(&dims, t);
+                acc.named.insert(name, n);
             }
             (15, 2) => {
                 let end = r.varint()? + r.pos;
@@ -177,30 +202,28 @@ fn graph<R: Read + Seek>(r: &mut Proto<R>, end: u64, acc: &mut Acc) -> Result<()
     Ok(())
 }
 
-/// `NodeProto`: `op_type` = 4, `attribute` = 5 (`AttributeProto`: `t` = 5, `g` = 6,
-/// `graphs` = 11: tensors count as weights, subgraphs are walked like the main graph).
+/// `NodeProto`: `input` = 1, `op_type` = 4, `attribute` = 5 (`AttributeProto`: `name` = 1,
+/// `i` = 3, `t` = 5, `g` = 6, `graphs` = 11: tensors count as weights, subgraphs are walked like
+/// the main graph; the `bits` attribute and input 1 tell a packed weight).
 fn node<R: Read + Seek>(r: &mut Proto<R>, end: u64, acc: &mut Acc) -> Result<()> {
+    let (mut op, mut inputs, mut bits) = (String::new(), Vec::new(), None);
     while r.pos < end {
         let (field, wire) = r.key()?;
         match (field, wire) {
-            (4, 2) => {
-                let len = r.varint()?;
-                if len > 256 {
-                    return Err(bad("an op_type longer than 256 bytes"));
-                }
-                let mut op = vec![0u8; len as usize];
-                r.read_exact(&mut op)?;
-                acc.ops.insert(String::from_utf8_lossy(&op).into_owned());
-            }
+            (1, 2) if inputs.len() < 2 => inputs.push(r.string("an input name")?),
+            (4, 2) => op = r.string("an op_type")?,
             (5, 2) => {
                 let len = r.varint()?;
                 let attr_end = r.pos + len;
+                let (mut name, mut int) = (String::new(), None);
                 while r.pos < attr_end {
                     let (f, w) = r.key()?;
                     match (f, w) {
+                        (1, 2) => name = r.string("an attribute name")?,
+                        (3, 0) => int = Some(r.varint()?),
                         (5, 2) => {
                             let end = r.varint()? + r.pos;
-                            let (dims, t) = tensor(r, end)?;
+                            let (dims, t, _) = tensor(r, end)?;
                             acc.add(&dims, t);
                         }
                         (6 | 11, 2) => {
@@ -210,10 +233,17 @@ fn node<R: Read + Seek>(r: &mut Proto<R>, end: u64, acc: &mut Acc) -> Result<()>
                         _ => r.skip_value(w)?,
                     }
                 }
+                if name == "bits" {
+                    bits = int;
+                }
             }
             _ => r.skip_value(wire)?,
         }
     }
+    if let (Some(k), Some(weight)) = (weights_per_element(&op, bits), inputs.get(1)) {
+        acc.packed.insert(weight.clone(), k);
+    }
+    acc.ops.insert(op);
     Ok(())
 }
 
@@ -235,21 +265,22 @@ fn sparse<R: Read + Seek>(r: &mut Proto<R>, end: u64, acc: &mut Acc) -> Result<(
     Ok(())
 }
 
-/// `TensorProto`: `dims` = 1, `data_type` = 2; everything else is skipped.
-fn tensor<R: Read + Seek>(r: &mut Proto<R>, end: u64) -> Result<(Vec<i64>, i32)> {
-    let (mut dims, mut t) = (Vec::new(), 0);
+/// `TensorProto`: `dims` = 1, `data_type` = 2, `name` = 8; everything else is skipped.
+fn tensor<R: Read + Seek>(r: &mut Proto<R>, end: u64) -> Result<(Vec<i64>, i32, String)> {
+    let (mut dims, mut t, mut name) = (Vec::new(), 0, String::new());
     while r.pos < end {
         let (field, wire) = r.key()?;
         match (field, wire) {
             (1, _) => r.int64s(wire, &mut dims)?,
             (2, 0) => t = r.varint()? as i32,
+            (8, 2) => name = r.string("a tensor name")?,
             _ => r.skip_value(wire)?,
         }
     }
     if r.pos != end {
         return Err(bad("a tensor overruns its message"));
     }
-    Ok((dims, t))
+    Ok((dims, t, name))
 }
 
 /// A protobuf reader that knows its position and seeks over large payloads.
@@ -286,6 +317,17 @@ impl<R: Read + Seek> Proto<R> {
     fn key(&mut self) -> Result<(u64, u8)> {
         let k = self.varint()?;
         Ok((k >> 3, (k & 7) as u8))
+    }
+
+    /// A length-delimited string of at most 4 KiB (names and op types).
+    fn string(&mut self, what: &str) -> Result<String> {
+        let len = self.varint()?;
+        if len > 4096 {
+            return Err(bad(&format!("{what} longer than 4096 bytes")));
+        }
+        let mut buf = vec![0u8; len as usize];
+        self.read_exact(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf).into_owned())
     }
 
     fn skip(&mut self, n: u64) -> Result<()> {
@@ -402,6 +444,42 @@ mod tests {
             len_field(5, &attr, &mut n);
         }
         n
+    }
+
+    #[test]
+    fn packed_4bit_weights_count_as_the_weights_they_hold() {
+        let named = |name: &str, dims: &[u64]| {
+            let mut t = tensor(dims, dtype::UINT8, 8);
+            len_field(8, name.as_bytes(), &mut t);
+            t
+        };
+        let matmul = |op: &str, weight: &str, bits: Option<u64>| {
+            let mut n = Vec::new();
+            len_field(1, b"x", &mut n);
+            len_field(1, weight.as_bytes(), &mut n);
+            len_field(4, op.as_bytes(), &mut n);
+            if let Some(b) = bits {
+                let mut attr = Vec::new();
+                len_field(1, b"bits", &mut attr);
+                varint(3 << 3, &mut attr);
+                varint(b, &mut attr);
+                len_field(5, &attr, &mut n);
+            }
+            n
+        };
+        let mut g = Vec::new();
+        len_field(1, &matmul("MatMulNBits", "w_q4", Some(4)), &mut g);
+        len_field(1, &matmul("MatMulNBits", "w_q2", Some(2)), &mut g);
+        len_field(1, &matmul("MatMulBnb4", "w_bnb4", None), &mut g);
+        len_field(5, &named("w_q4", &[64, 2, 16]), &mut g); // 2,048 bytes: 4,096 weights
+        len_field(5, &named("w_q2", &[8, 8]), &mut g); // 64 bytes: 256 weights
+        len_field(5, &named("w_bnb4", &[512]), &mut g); // 512 bytes: 1,024 weights
+        len_field(5, &named("scales", &[64, 2]), &mut g); // not packed: 128
+        let mut model = Vec::new();
+        len_field(7, &g, &mut model);
+        let stats = read(std::io::Cursor::new(model)).unwrap().weights;
+        assert_eq!(stats.parameters, 4096 + 256 + 1024 + 128);
+        assert_eq!(quantization_label(&stats), Some("Q4_0"));
     }
 
     #[test]
