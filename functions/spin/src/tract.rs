@@ -260,7 +260,12 @@ impl Backend for TractBackend {
                 int64(data, &shape)
             })
             .collect::<Result<TVec<TValue>>>()?;
-        let outputs = self.plan.run(inputs).map_err(tract_err)?;
+        let outputs = if crate::profile::enabled() {
+            crate::profile::run(&self.plan, inputs)
+        } else {
+            self.plan.run(inputs)
+        }
+        .map_err(tract_err)?;
         let out = outputs[0].cast_to::<f32>().map_err(tract_err)?;
         let data = out
             .try_as_plain_ram()
