@@ -110,7 +110,7 @@ impl Packed {
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 fn widen(src: &[i8], panel: &mut [f32]) {
     use std::arch::wasm32::*;
-    assert!(src.len() >= panel.len() && panel.len().is_multiple_of(8));
+    assert!(src.len() >= panel.len() && panel.len() % 8 == 0);
     let (s, p) = (src.as_ptr(), panel.as_mut_ptr());
     // SAFETY: reads `src[i * 8 .. i * 8 + 8]` and writes `panel[i * 8 .. i * 8 + 8]` for
     // `i < panel.len() / 8`: within both lengths (asserted).

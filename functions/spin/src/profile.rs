@@ -32,7 +32,7 @@ pub fn run(plan: &Arc<TypedRunnableModel>, inputs: TVec<TValue>) -> TractResult<
         })?;
     let total = started.elapsed();
     let mut rows: Vec<_> = totals.into_iter().collect();
-    rows.sort_by(|a, b| b.1 .0.cmp(&a.1 .0));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1 .0));
     let ops: Vec<String> = rows
         .iter()
         .map(|(name, (d, n))| format!("{name} {:.2} ms/{n}", d.as_secs_f64() * 1e3))
