@@ -40,8 +40,11 @@ from textmodel import TextModel
 TOLERANCE = 1e-4
 PRIMARY_MODEL = "minilm"  # cold start and RSS are those of the MiniLM instances
 TRACT_MEMORY_CAP = 128 << 20  # Fermyon Wasm Functions' memory limit
-WORKLOADS_OF = {FLOOR: "abcd", EMBEDFN: "abcde", NO_BATCHING: "abcde", LAMBDA: "abcd", WASM: "abcde",
-                WASM_NO_SNAPSHOT: "b", TRACT: "abcd", SEED: "abcde", BATCHED: "abcde"}
+WORKLOADS_OF = {FLOOR: "abcdf", EMBEDFN: "abcdef", NO_BATCHING: "abcde", LAMBDA: "abcd", WASM: "abcde",
+                WASM_NO_SNAPSHOT: "b", TRACT: "abcdf", SEED: "abcde", BATCHED: "abcde"}
+#: --contenders: short names
+SHORT_NAMES = {"floor": FLOOR, "embedfn": EMBEDFN, "no-batching": NO_BATCHING, "lambda": LAMBDA, "wasm": WASM,
+               "wasm-no-snapshot": WASM_NO_SNAPSHOT, "tract": TRACT, "seed": SEED, "batched": BATCHED}
 
 
 def parse_args():
@@ -57,6 +60,8 @@ def parse_args():
     p.add_argument("--component", help="the embedfn-spin component (.wasm)")
     p.add_argument("--tract-component", help="the tract build; with --host-binary and --wasmtime adds its row")
     p.add_argument("--wasmtime", help="the stock wasmtime CLI")
+    p.add_argument("--contenders", help="only these (comma-separated; floor and embedfn always run): "
+                   + ", ".join(SHORT_NAMES))
     return p.parse_args()
 
 
@@ -80,6 +85,9 @@ class Bench:
             self.contenders[-2:-2] = [WASM, WASM_NO_SNAPSHOT]
         if args.host_binary and args.tract_component and args.wasmtime:
             self.contenders[-2:-2] = [TRACT]
+        if args.contenders:
+            wanted = {SHORT_NAMES[c.strip()] for c in args.contenders.split(",")} | {FLOOR, EMBEDFN}
+            self.contenders = [c for c in self.contenders if c in wanted]
         self.snapshots = {}
         self.instances = {}  # (contender, model) -> process
         self.cold_starts = {c: [] for c in self.contenders}

@@ -19,6 +19,7 @@ TAILS = ["before the storm arrived.", "on a rainy Tuesday afternoon.", "without 
          "after a long and surprisingly pleasant conversation with the owner of the bakery downstairs."]
 RERANK_QUERY = "Who repaired the broken bicycle before the storm?"
 LONG_MIN_TOKENS = 600  # embedfn and the Python servers truncate these to the model's 512
+HUGE_TOKENS = 2000  # (f): one text of 2,000 tokens, cut to MiniLM's 512
 
 
 def sentences(count, seed=0):
@@ -32,12 +33,12 @@ def sentences(count, seed=0):
     return out
 
 
-def long_texts(count, model, pool):
-    """`count` texts of at least LONG_MIN_TOKENS tokens on `model`, each from its own offset."""
+def long_texts(count, model, pool, min_tokens=LONG_MIN_TOKENS):
+    """`count` texts of at least `min_tokens` tokens on `model`, each from its own offset."""
     out = []
     for start in range(count):
         parts = []
-        while model.untruncated_length(" ".join(parts)) < LONG_MIN_TOKENS:
+        while model.untruncated_length(" ".join(parts)) < min_tokens:
             parts.append(pool[(start * 7 + len(parts)) % len(pool)])
         out.append(" ".join(parts))
     return out
@@ -70,14 +71,16 @@ def embed_body(model, texts):
 
 
 def build(models, quick):
-    """The workloads (a)-(e); `models` maps a directory name to its TextModel; `quick` cuts
+    """The workloads (a)-(f); `models` maps a directory name to its TextModel; `quick` cuts
     repetitions and request counts."""
     short = sentences(256)
     long = long_texts(16, models["jina-embed-tiny"], short)
     for doc in short[:100]:
         models["jina-rerank-tiny"].pair(RERANK_QUERY, doc)  # raises unless it fits one window
     singles, per_client = (25, 4) if quick else (50, 10)
-    reps = {"a": 2, "b": 1, "c": 2, "d": 3, "e": 1} if quick else {"a": 12, "b": 10, "c": 40, "d": 60, "e": 5}
+    huge = long_texts(1, models["minilm"], short, HUGE_TOKENS)
+    reps = ({"a": 2, "b": 1, "c": 2, "d": 3, "e": 1, "f": 3} if quick
+            else {"a": 12, "b": 10, "c": 40, "d": 60, "e": 5, "f": 20})
     return [
         Workload("a", "(a) 256 short texts, 32 per request", "minilm", "/api/embed",
                  [embed_body("minilm", short[i:i + 32]) for i in range(0, 256, 32)], reps["a"]),
@@ -91,4 +94,6 @@ def build(models, quick):
         Workload("e", f"(e) 16 concurrent clients x {per_client} single-text requests", "minilm", "/api/embed",
                  [embed_body("minilm", [short[(i * 7) % 256]]) for i in range(16 * per_client)], reps["e"],
                  clients=16),
+        Workload("f", f"(f) one {HUGE_TOKENS:,}-token text (cut to 512), 1 per request", "minilm", "/api/embed",
+                 [embed_body("minilm", huge)], reps["f"]),
     ]

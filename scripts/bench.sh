@@ -85,6 +85,7 @@ fi
 if [ -n "${EMBEDFN_HOST_BIN:-}" ] && [ -n "${EMBEDFN_TRACT_COMPONENT:-}" ]; then
   wasmtime="$("$BENCH_PY" -c 'import wasmtime_cli, pathlib; print(pathlib.Path(wasmtime_cli.__file__).parent / "wasmtime")')"
   chmod +x "$wasmtime"
+  [ ${#wasm[@]} -gt 0 ] || wasm=(--host-binary "$EMBEDFN_HOST_BIN")  # it pre-initialises the tract build
   wasm+=(--tract-component "$EMBEDFN_TRACT_COMPONENT" --wasmtime "$wasmtime")
 fi
 log "benchmarking $EMBEDFN_BIN ${wasm[*]}"

@@ -33,6 +33,14 @@ scripts/build-component.sh wasi-nn >/dev/null
 # change the features of shared dependencies (wasmparser) and so recompile Wasmtime.
 log "Rust tests"
 cargo test --release -p embedfn-core -p embedfn-lambda -p embedfn-host
+log "the tract build's int8 kernel (plain std): its tests as Wasm (simd128, relaxed-simd) and natively"
+wasmtime="$("$PY" -c 'import wasmtime_cli, pathlib; print(pathlib.Path(wasmtime_cli.__file__).parent / "wasmtime")')"
+chmod +x "$wasmtime"
+rustc --edition 2021 --test -O --target wasm32-wasip2 -C target-feature=+simd128,+relaxed-simd \
+  functions/spin/src/i8kernel.rs -o "$CARGO_TARGET_DIR/i8kernel-test.wasm"
+"$wasmtime" "$CARGO_TARGET_DIR/i8kernel-test.wasm"
+rustc --edition 2021 --test -O functions/spin/src/i8kernel.rs -o "$CARGO_TARGET_DIR/i8kernel-test"
+"$CARGO_TARGET_DIR/i8kernel-test"
 log "embedfn for aarch64 (cross build; tests/test_arm64.py runs it under qemu-aarch64)"
 EMBEDFN_ARM64_BIN="$(scripts/build-arm64.sh arm64-test)"; export EMBEDFN_ARM64_BIN
 export EMBEDFN_ARM64_LAYERS="$EMBEDFN_CACHE/lambda-arm64"

@@ -8,9 +8,13 @@
 
 mod alloc;
 #[cfg(feature = "tract")]
+mod i8kernel;
+#[cfg(feature = "tract")]
 mod i8mm;
 #[cfg(not(feature = "tract"))]
 mod nn;
+#[cfg(feature = "tract")]
+mod profile;
 #[cfg(feature = "tract")]
 mod quant;
 mod state;
@@ -52,6 +56,7 @@ bindings::export!(Component with_types_in bindings);
 /// Answers one request through the core's route table.
 #[http_component]
 fn handle(req: Request) -> Response {
+    let started = std::time::Instant::now();
     let reply = match state::app() {
         Ok(app) => {
             let headers: Vec<(&str, &str)> = req
@@ -71,11 +76,13 @@ fn handle(req: Request) -> Response {
         Err(why) => error_reply(Api::Ollama, &Error::Model(why.to_string())),
     };
     // The live environment: the C library's copy was taken at pre-initialisation.
-    if wasip2::cli::environment::get_environment()
-        .iter()
-        .any(|(k, _)| k == "EMBEDFN_LOG_MEMORY")
-    {
+    let environment = wasip2::cli::environment::get_environment();
+    if environment.iter().any(|(k, _)| k == "EMBEDFN_LOG_MEMORY") {
         eprintln!("embedfn: linear memory {} bytes", memory_bytes());
+    }
+    if environment.iter().any(|(k, _)| k == "EMBEDFN_PROFILE") {
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        eprintln!("embedfn profile: request {ms:.2} ms");
     }
     respond(reply)
 }

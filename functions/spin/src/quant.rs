@@ -6,8 +6,9 @@
 //! `Gather(W_f32, ids)`. Left alone, tract folds every such constant it can into f32 (four times
 //! the bytes) and casts the rest again on every call. Here:
 //! - `MatMul(X, dequant(W))` with `W` a 2-D int8 initializer and `S` one scale per column (or
-//!   one for all) becomes [`I8MatMul`](crate::i8mm): the int8 bytes are moved out of the
-//!   protobuf (no copy) and multiplied by a kernel that widens them on the fly;
+//!   one for all) becomes [`I8MatMul`](crate::i8mm): the int8 bytes are repacked into the
+//!   kernel's panel order (the protobuf's copy is dropped, one matrix at a time) and multiplied
+//!   by a kernel that widens them on the fly;
 //! - `Gather(dequant(W), ids)` becomes `Cast(Gather(W, ids)) * S'` (`S'` gathered too when it
 //!   holds one scale per row): only the gathered rows of a vocabulary table are ever converted.
 //!
@@ -297,18 +298,17 @@ pub fn rewrite(graph: &mut GraphProto) {
         let scales = floats(&graph.initializer[si]).unwrap_or_default();
         let w = &mut graph.initializer[wi];
         let (k, n) = (w.dims[0] as usize, w.dims[1] as usize);
-        let bytes = if used.contains(&weight) {
-            w.raw_data.clone()
-        } else {
-            moved.insert(weight.clone());
-            std::mem::take(&mut w.raw_data)
-        };
         let scale = if scales.len() == 1 {
             vec![scales[0]; n]
         } else {
             scales
         };
-        table.insert(key, Arc::new(I8Weights::new(k, n, bytes, scale)));
+        // Repacked in the kernel's panel order; the protobuf's copy goes unless read elsewhere.
+        table.insert(key, Arc::new(I8Weights::new(k, n, &w.raw_data, scale)));
+        if !used.contains(&weight) {
+            moved.insert(weight.clone());
+            w.raw_data = Default::default();
+        }
     }
     graph.initializer.retain(|t| !moved.contains(&t.name));
     graph.input.retain(|i| !moved.contains(&i.name));

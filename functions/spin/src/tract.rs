@@ -55,7 +55,7 @@ impl TractBackend {
             // Read and decoded here (not by tract) so that the file's bytes are gone before the
             // graph is parsed: loading peaks at the protobuf plus tract's copy of its tables.
             let mut proto = {
-                let bytes = std::fs::read(onnx)
+                let bytes = read_file(onnx)
                     .map_err(|e| Error::Model(format!("{}: {e}", onnx.display())))?;
                 <ModelProto as prost::Message>::decode(bytes.as_slice()).map_err(tract_err)?
             };
@@ -99,6 +99,17 @@ impl TractBackend {
     }
 }
 
+/// A whole file, in reads of 16 MiB: one `wasi:filesystem` read of a big model file (e.g. a
+/// 279 MB int8 XLM-R) would exceed what Wasmtime lets one host call hand back ("hostcall fuel").
+fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let size = file.metadata().map_or(0, |m| m.len());
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    while (&mut file).take(16 << 20).read_to_end(&mut bytes)? > 0 {}
+    Ok(bytes)
+}
+
 /// Reads external weights (`model.onnx_data`) into the initializers: tract resolves them with
 /// `canonicalize`, which WASI does not offer.
 fn inline_external_data(proto: &mut ModelProto, dir: &Path) -> Result<()> {
@@ -124,7 +135,7 @@ fn inline_external_data(proto: &mut ModelProto, dir: &Path) -> Result<()> {
         let offset = number("offset").map_err(bad)?.unwrap_or(0);
         let length = number("length").map_err(bad)?;
         if !files.contains_key(&location) {
-            let bytes = std::fs::read(dir.join(&location))
+            let bytes = read_file(&dir.join(&location))
                 .map_err(|e| Error::Model(format!("{}: {e}", dir.join(&location).display())))?;
             files.insert(location.clone(), bytes);
         }
@@ -260,7 +271,12 @@ impl Backend for TractBackend {
                 int64(data, &shape)
             })
             .collect::<Result<TVec<TValue>>>()?;
-        let outputs = self.plan.run(inputs).map_err(tract_err)?;
+        let outputs = if crate::profile::enabled() {
+            crate::profile::run(&self.plan, inputs)
+        } else {
+            self.plan.run(inputs)
+        }
+        .map_err(tract_err)?;
         let out = outputs[0].cast_to::<f32>().map_err(tract_err)?;
         let data = out
             .try_as_plain_ram()

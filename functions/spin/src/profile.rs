@@ -1,0 +1,46 @@
+//! `EMBEDFN_PROFILE` in the component's live environment: every inference logs (stderr) its
+//! time per tract op type, and every request its total time, so the component's own time can
+//! be split between tokenizing/pooling, tract's ops and embedfn's int8 matmul.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::plan::eval;
+
+/// Whether `EMBEDFN_PROFILE` is set (read live: std's copy is frozen by pre-initialisation).
+pub fn enabled() -> bool {
+    wasip2::cli::environment::get_environment()
+        .iter()
+        .any(|(k, _)| k == "EMBEDFN_PROFILE")
+}
+
+/// Runs `plan` on `inputs`, timing each node; logs the totals per op type, longest first.
+pub fn run(plan: &Arc<TypedRunnableModel>, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+    let shape = inputs.first().map(|t| t.shape().to_vec());
+    let started = Instant::now();
+    let mut totals: HashMap<String, (Duration, usize)> = HashMap::new();
+    let outputs = plan
+        .spawn()?
+        .run_plan_with_eval(inputs, |ctx, state, node, input| {
+            let t = Instant::now();
+            let out = eval(ctx, state, node, input);
+            let entry = totals.entry(node.op().name().to_string()).or_default();
+            entry.0 += t.elapsed();
+            entry.1 += 1;
+            out
+        })?;
+    let total = started.elapsed();
+    let mut rows: Vec<_> = totals.into_iter().collect();
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1 .0));
+    let ops: Vec<String> = rows
+        .iter()
+        .map(|(name, (d, n))| format!("{name} {:.2} ms/{n}", d.as_secs_f64() * 1e3))
+        .collect();
+    eprintln!(
+        "embedfn profile: forward {shape:?} {:.2} ms: {}",
+        total.as_secs_f64() * 1e3,
+        ops.join(", ")
+    );
+    Ok(outputs)
+}
