@@ -141,7 +141,9 @@ fn builder(
         // its high-water mark, per session) and no memory patterns (a cached plan per shape).
         .with_memory_pattern(false)
         .map_err(|e| s(&e))?;
-    let cpu = ort::ep::CPU::default().with_arena_allocator(false).build();
+    // On CUDA the passes' memory is the GPU's; host memory holds little more than the outputs
+    // copied back, and an arena saves faulting fresh pages in for them on every pass.
+    let cpu = ort::ep::CPU::default().with_arena_allocator(cuda).build();
     builder = if cuda {
         let cuda = ort::ep::CUDA::default().build().error_on_failure();
         builder.with_execution_providers([cuda, cpu])
