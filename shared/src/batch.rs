@@ -239,6 +239,20 @@ impl BatchLimits {
     /// (padding and attention outgrow what batching saves) does not hold there.
     pub const ACCELERATOR_MAX_SIZE: usize = 64;
 
+    /// Sequences per pass where one thread runs the model (the tract build inside the Wasm
+    /// component): there is no parallelism for a bigger pass to feed, only padding. MiniLM
+    /// int8 under `wasmtime serve`, 32 short texts: passes of 16 took ≈ 800 ms, of 2–8
+    /// ≈ 680–740 ms, of 1 ≈ 800 ms (each pass's fixed cost).
+    pub const ONE_THREAD_MAX_SIZE: usize = 4;
+
+    /// The limits for a model that runs on one thread, when the size was not set.
+    pub fn on_one_thread(self) -> Self {
+        Self {
+            max_size: self.max_size.min(Self::ONE_THREAD_MAX_SIZE),
+            ..self
+        }
+    }
+
     /// The limits for a model that runs on an accelerator (CUDA), when the size was not set.
     pub fn on_accelerator(self) -> Self {
         Self {
@@ -412,5 +426,19 @@ mod tests {
         let one = plan(&[5, 5, 5], limits.for_graph(&facts));
         assert_eq!(one, vec![vec![0], vec![1], vec![2]]);
         assert_eq!(limits.for_graph(&GraphFacts::default()), limits);
+    }
+
+    #[test]
+    fn one_thread_passes_are_smaller_and_an_explicit_size_stays() {
+        let one = BatchLimits::default().on_one_thread();
+        assert_eq!(one.max_size, BatchLimits::ONE_THREAD_MAX_SIZE);
+        assert_eq!(one.max_tokens, BatchLimits::default().max_tokens);
+        let groups = plan(&[9; 10], one);
+        assert_eq!(groups.iter().map(Vec::len).collect::<Vec<_>>(), [4, 4, 2]);
+        let set = BatchLimits {
+            max_size: 2,
+            ..BatchLimits::default()
+        };
+        assert_eq!(set.on_one_thread(), set);
     }
 }

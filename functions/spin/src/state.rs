@@ -5,7 +5,8 @@
 //! `EMBEDDINGS_MODEL_ID` and `RERANKER_MODEL_ID` name model directories in the component's
 //! filesystem (`none` disables one; the `wasi:nn` graph has the directory's name), plus
 //! `TASK_INSTRUCTIONS`, `DEFAULT_TASK`, `MAX_BODY_BYTES`, `MAX_INPUTS`, `MAX_DOCUMENTS`,
-//! `MAX_REQUEST_TOKENS`, `API_KEY`.
+//! `MAX_REQUEST_TOKENS`, `MAX_BATCH_TOKENS`, `MAX_BATCH_SIZE` (default 4 in the tract build:
+//! [`BatchLimits::on_one_thread`]), `API_KEY`.
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -13,8 +14,8 @@ use std::sync::OnceLock;
 use embedfn_core::batch::MAX_REQUEST_TOKENS;
 use embedfn_core::files::{model_info, onnx_path, read_graph, read_model_dir};
 use embedfn_core::{
-    ApiKey, App, Embedder, EmbedderOptions, Error, Limits, ModelKind, ModelSpec, Quantization,
-    Registry, RerankOptions, Reranker, Result, Served, TextTokenizer,
+    ApiKey, App, BatchLimits, Embedder, EmbedderOptions, Error, Limits, ModelKind, ModelSpec,
+    Quantization, Registry, RerankOptions, Reranker, Result, Served, TextTokenizer,
 };
 
 /// The engine of this build: tract inside the component, or the host's `wasi:nn`.
@@ -102,6 +103,16 @@ fn build() -> Result<App<Engine>> {
     let instructions =
         var("TASK_INSTRUCTIONS").is_none_or(|v| !matches!(v.as_str(), "0" | "false"));
     let max_request_tokens = number("MAX_REQUEST_TOKENS", MAX_REQUEST_TOKENS)?;
+    // tract runs the model on this one thread; `wasi:nn` hosts run it on their own threads.
+    let default_batch = if cfg!(feature = "tract") {
+        BatchLimits::default().on_one_thread()
+    } else {
+        BatchLimits::default()
+    };
+    let batch = BatchLimits {
+        max_tokens: number("MAX_BATCH_TOKENS", default_batch.max_tokens)?.max(1),
+        max_size: number("MAX_BATCH_SIZE", default_batch.max_size)?.max(1),
+    };
     let embedder = model_dir("EMBEDDINGS_MODEL_ID", "/models/embedder")
         .map(|dir| -> Result<_> {
             let (spec, tokenizer, served) = load(&dir, ModelKind::Embedding)?;
@@ -110,6 +121,7 @@ fn build() -> Result<App<Engine>> {
                 instructions,
                 default_task: var("DEFAULT_TASK"),
                 max_request_tokens,
+                batch,
                 ..EmbedderOptions::default()
             };
             Ok(Served {
@@ -124,6 +136,7 @@ fn build() -> Result<App<Engine>> {
             let backend = engine(Path::new(&dir), &served.info.name)?;
             let options = RerankOptions {
                 max_request_tokens,
+                batch,
                 ..RerankOptions::default()
             };
             Ok(Served {
