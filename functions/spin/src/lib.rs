@@ -17,6 +17,8 @@ mod nn;
 mod profile;
 #[cfg(feature = "tract")]
 mod quant;
+#[cfg(feature = "tract")]
+mod reader;
 mod state;
 #[cfg(feature = "tract")]
 mod tract;

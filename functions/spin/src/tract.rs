@@ -15,6 +15,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use embedfn_core::{Backend, Batch, Error, Feed, Result, Tensor};
+
+use crate::reader::{read_file, FileBuf};
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb::{ModelProto, NodeProto};
 use tract_onnx::prelude::*;
@@ -52,12 +54,13 @@ impl TractBackend {
             .op_register
             .insert(crate::quant::I8_MATMUL, crate::i8mm::parse);
         let mut model = {
-            // Read and decoded here (not by tract) so that the file's bytes are gone before the
-            // graph is parsed: loading peaks at the protobuf plus tract's copy of its tables.
+            // Decoded here (not by tract) from the file in pieces (see `crate::reader`).
             let mut proto = {
-                let bytes = read_file(onnx)
-                    .map_err(|e| Error::Model(format!("{}: {e}", onnx.display())))?;
-                <ModelProto as prost::Message>::decode(bytes.as_slice()).map_err(tract_err)?
+                let io = |e: std::io::Error| Error::Model(format!("{}: {e}", onnx.display()));
+                let mut file = FileBuf::open(onnx).map_err(io)?;
+                let decoded = <ModelProto as prost::Message>::decode(&mut file);
+                file.finish().map_err(io)?;
+                decoded.map_err(tract_err)?
             };
             inline_external_data(&mut proto, onnx.parent().unwrap_or(Path::new(".")))?;
             if let Some(graph) = proto.graph.as_mut() {
@@ -97,17 +100,6 @@ impl TractBackend {
             .map_err(tract_err)?;
         Ok(Self { plan, feeds })
     }
-}
-
-/// A whole file, in reads of 16 MiB: one `wasi:filesystem` read of a big model file (e.g. a
-/// 279 MB int8 XLM-R) would exceed what Wasmtime lets one host call hand back ("hostcall fuel").
-fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
-    let size = file.metadata().map_or(0, |m| m.len());
-    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-    while (&mut file).take(16 << 20).read_to_end(&mut bytes)? > 0 {}
-    Ok(bytes)
 }
 
 /// Reads external weights (`model.onnx_data`) into the initializers: tract resolves them with
@@ -271,8 +263,8 @@ impl Backend for TractBackend {
                 int64(data, &shape)
             })
             .collect::<Result<TVec<TValue>>>()?;
-        let outputs = if crate::profile::enabled() {
-            crate::profile::run(&self.plan, inputs)
+        let outputs = if let Some(how) = crate::profile::setting() {
+            crate::profile::run(&self.plan, inputs, how == "nodes")
         } else {
             self.plan.run(inputs)
         }
