@@ -104,6 +104,69 @@ def test_32_texts_of_128_tokens_under_the_memory_cap(start, wasmtime_cli, spin_a
                          f"(cap {MEMORY_CAP >> 20} MiB)")
 
 
+def data_segments(component):
+    """(offset, size) of each active data segment of the component's core module: the
+    pre-initialised memory image."""
+    tools = Path(sys.executable).parent / "wasm-tools"
+    dump = subprocess.run([tools, "objdump", component], capture_output=True, text=True, check=True).stdout
+    start = int(re.search(r"^\s*data\s+\|\s+(0x[0-9a-f]+) -", dump, re.M).group(1), 16)
+    blob, at = Path(component).read_bytes(), start
+
+    def leb(signed=False):
+        nonlocal at
+        value = shift = 0
+        while True:
+            byte = blob[at]
+            at += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                return value - (1 << shift) if signed and byte & 0x40 else value
+
+    segments = []
+    for _ in range(leb()):
+        kind = leb()
+        if kind == 0:  # active, memory 0: i32.const offset, end
+            assert blob[at] == 0x41, hex(blob[at])
+            at += 1
+            offset = leb(signed=True)
+            assert blob[at] == 0x0B
+            at += 1
+        else:
+            assert kind == 1, kind  # passive
+            offset = None
+        size = leb()
+        at += size
+        if offset is not None:
+            segments.append((offset, size))
+    return segments
+
+
+def test_spin_app_memory_image_maps_copy_on_write(spin_app):
+    # Wasmtime (and Spin, built on it) maps a memory image copy-on-write only when the image's
+    # span is under twice the bytes its data segments hold (or under 16 MiB); otherwise every
+    # instantiation, i.e. every request, copies the image in: +17 ms per MiniLM request.
+    segments = data_segments(ROOT / spin_app["source"])
+    data = sum(size for _, size in segments)
+    span = max(o + s for o, s in segments) - min(o for o, _ in segments)
+    reports.LINES.append(f"Spin app memory image: {data / 2**20:.1f} MiB of data over {span / 2**20:.1f} MiB "
+                         f"(copy-on-write while under 2x: {span / data:.2f}x)")
+    assert span < 2 * data, (span, data)
+
+
+def test_int8_matmuls_take_over_bias_and_gelu(start, wasmtime_cli, spin_app):
+    # EMBEDFN_PROFILE logs each forward pass's time per tract op: MiniLM's 36 MatMuls are
+    # embedfn's int8 kernel, with their bias Adds and the 6 GELUs (Div, Erf, Add, Mul, Mul)
+    # fused into it; no tract op is left doing them.
+    server = serve_stock(start, wasmtime_cli, str(ROOT / spin_app["source"]), "--env", "EMBEDFN_PROFILE=1")
+    status, _ = exchange(server, "POST", "/api/embed", {"model": "minilm", "input": ["a short text"]})
+    server.stop()
+    assert status == 200
+    profile = re.search(r"embedfn profile: forward .*", server.proc.stdout.read()).group(0)
+    assert re.search(r"\bI8MatMul [0-9.]+ ms/36\b", profile), profile
+    assert not re.search(r"\b(Erf|OptAddUnicast)\b", profile), profile
+
+
 @pytest.fixture(scope="module")
 def jina_snapshot(snapshot, models_dir):
     return snapshot(embedder=models_dir / "jina-embed-tiny", reranker=models_dir / "jina-rerank-tiny")

@@ -3,7 +3,9 @@
 //! The kernel ([`crate::i8kernel`]) widens one panel of 8 columns at a time to f32 (a `K × 8`
 //! scratch buffer) and multiplies it in f32 (simd128, fused multiply-add with `relaxed-simd`):
 //! the weights stay int8, only a panel is ever f32. The column scales are applied to the sums:
-//! the result differs from ONNX's `X · (f32(W) · S)` only by f32 rounding.
+//! the result differs from ONNX's `X · (f32(W) · S)` only by f32 rounding. The node may also
+//! carry the bias `Add` and the GELU that followed the `MatMul` in the graph
+//! ([`crate::quant`] fuses them): the kernel applies them while the results are in registers.
 
 use std::sync::Arc;
 
@@ -13,17 +15,19 @@ use tract_onnx::tract_hir::internal::{
     TensorProxy,
 };
 
+pub use crate::i8kernel::Epilogue;
 pub use crate::i8kernel::Packed as I8Weights;
 
 /// The typed op: one input `X [.., K]` (f32), output `[.., N]`.
 #[derive(Debug, Clone)]
 pub struct I8MatMul {
     w: Arc<I8Weights>,
+    epilogue: Arc<Epilogue>,
 }
 
 impl PartialEq for I8MatMul {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.w, &other.w)
+        Arc::ptr_eq(&self.w, &other.w) && self.epilogue == other.epilogue
     }
 }
 
@@ -56,8 +60,12 @@ impl EvalOp for I8MatMul {
         {
             let xs = x.try_as_plain_ram()?;
             let mut ys = y.try_as_plain_ram_mut()?;
-            self.w
-                .matmul(xs.as_slice::<f32>()?, m, ys.as_slice_mut::<f32>()?);
+            self.w.matmul(
+                xs.as_slice::<f32>()?,
+                m,
+                ys.as_slice_mut::<f32>()?,
+                &self.epilogue,
+            );
         }
         Ok(tvec!(y.into_tvalue()))
     }
@@ -86,6 +94,7 @@ impl TypedOp for I8MatMul {
 #[derive(Debug, Clone)]
 struct I8MatMulExpansion {
     w: Arc<I8Weights>,
+    epilogue: Arc<Epilogue>,
 }
 
 impl Expansion for I8MatMulExpansion {
@@ -122,7 +131,11 @@ impl Expansion for I8MatMulExpansion {
         model: &mut TypedModel,
         inputs: &[OutletId],
     ) -> TractResult<TVec<OutletId>> {
-        model.wire_node(prefix, I8MatMul { w: self.w.clone() }, &[inputs[0]])
+        let op = I8MatMul {
+            w: self.w.clone(),
+            epilogue: self.epilogue.clone(),
+        };
+        model.wire_node(prefix, op, &[inputs[0]])
     }
 }
 
@@ -134,5 +147,19 @@ pub fn parse(
     let key: String = node.get_attr("key")?;
     let w = crate::quant::weights(&key)
         .ok_or_else(|| format_err!("{}: no int8 weights registered as {key}", node.name))?;
-    Ok((expand(I8MatMulExpansion { w }), vec![]))
+    let bias = node
+        .get_attr_opt_slice::<f32>(crate::quant::BIAS)?
+        .map(<[f32]>::to_vec);
+    if let Some(b) = &bias {
+        ensure!(
+            b.len() == w.n(),
+            "{}: {} biases for {:?}",
+            node.name,
+            b.len(),
+            w
+        );
+    }
+    let gelu = node.get_attr_opt::<i64>(crate::quant::GELU)?.unwrap_or(0) != 0;
+    let epilogue = Arc::new(Epilogue { bias, gelu });
+    Ok((expand(I8MatMulExpansion { w, epilogue }), vec![]))
 }
