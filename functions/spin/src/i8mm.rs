@@ -5,7 +5,7 @@
 //! the weights stay int8, only a panel is ever f32. The column scales are applied to the sums:
 //! the result differs from ONNX's `X · (f32(W) · S)` only by f32 rounding. The node may also
 //! carry the bias `Add` and the GELU that followed the `MatMul` in the graph
-//! ([`crate::quant`] fuses them): the kernel applies them while the results are in registers.
+//! ([`crate::fuse`] fuses them): the kernel applies them while the results are in registers.
 
 use std::sync::Arc;
 

@@ -8,6 +8,10 @@
 
 mod alloc;
 #[cfg(feature = "tract")]
+mod fuse;
+#[cfg(feature = "tract")]
+mod i8gather;
+#[cfg(feature = "tract")]
 mod i8kernel;
 #[cfg(feature = "tract")]
 mod i8mm;

@@ -53,6 +53,9 @@ impl TractBackend {
         framework
             .op_register
             .insert(crate::quant::I8_MATMUL, crate::i8mm::parse);
+        framework
+            .op_register
+            .insert(crate::quant::I8_GATHER, crate::i8gather::parse);
         let mut model = {
             // Decoded here (not by tract) from the file in pieces (see `crate::reader`).
             let mut proto = {
