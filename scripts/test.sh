@@ -19,7 +19,7 @@ log "cargo fmt / clippy"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy -p embedfn-spin --target wasm32-wasip2 --profile wasm -- -D warnings
-cargo clippy -p embedfn-spin --target wasm32-wasip2 --profile wasm --no-default-features --features tract -- -D warnings
+cargo clippy -p embedfn-spin --target wasm32-wasip2 --profile wasm --no-default-features --features tract --all-targets -- -D warnings
 log "embedfn-core for wasm32-wasip2 (no I/O, no ort)"
 cargo build -p embedfn-core --target wasm32-wasip2 --release
 log "release builds: embedfn, embedfn-host, the embedfn-spin component (tract and wasi-nn builds)"
@@ -30,7 +30,8 @@ scripts/build-component.sh wasi-nn >/dev/null
 # --release: the tests reuse the release builds' compiled dependencies (a debug build of
 # Wasmtime and the rest would cost a second full compile on a cold cache). The packages of the
 # release build only: embedfn-spin has no native tests, and building it natively here would
-# change the features of shared dependencies (wasmparser) and so recompile Wasmtime.
+# change the features of shared dependencies (wasmparser) and so recompile Wasmtime (its unit
+# tests run as Wasm below).
 log "Rust tests"
 cargo test --release -p embedfn-core -p embedfn-lambda -p embedfn-host
 log "the tract build's int8 kernel (plain std): its tests as Wasm (simd128, relaxed-simd) and natively"
@@ -41,6 +42,10 @@ rustc --edition 2021 --test -O --target wasm32-wasip2 -C target-feature=+simd128
 "$wasmtime" "$CARGO_TARGET_DIR/i8kernel-test.wasm"
 rustc --edition 2021 --test -O functions/spin/src/i8kernel.rs -o "$CARGO_TARGET_DIR/i8kernel-test"
 "$CARGO_TARGET_DIR/i8kernel-test"
+log "the tract build's unit tests (graph fusion, kernel) as Wasm under wasmtime"
+# The dev profile: a wasm32 debug build of tract once, then only this crate per change.
+CARGO_TARGET_WASM32_WASIP2_RUNNER="$wasmtime run -S http=y -S cli=y" \
+  cargo test --target wasm32-wasip2 -p embedfn-spin --no-default-features --features tract --lib
 log "embedfn for aarch64 (cross build; tests/test_arm64.py runs it under qemu-aarch64)"
 EMBEDFN_ARM64_BIN="$(scripts/build-arm64.sh arm64-test)"; export EMBEDFN_ARM64_BIN
 export EMBEDFN_ARM64_LAYERS="$EMBEDFN_CACHE/lambda-arm64"

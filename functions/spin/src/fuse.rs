@@ -94,6 +94,7 @@ pub fn epilogues(graph: &mut GraphProto, table: &HashMap<String, Arc<I8Weights>>
         }
         // (x · ½) · (1 + erf)
         if other(mul, "Mul", x).is_some_and(|c| is(&c, 0.5))
+            && sole(&out(mul)) == Some(after_plus)
             && other(after_plus, "Mul", &out(plus)) == Some(out(mul))
         {
             return taken(after_plus, mul);
@@ -164,5 +165,150 @@ pub fn epilogues(graph: &mut GraphProto, table: &HashMap<String, Arc<I8Weights>>
     dead.sort_unstable();
     for i in dead.into_iter().rev() {
         graph.node.remove(i);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_onnx::pb::tensor_proto::DataType;
+    use tract_onnx::pb::{NodeProto, TensorProto, ValueInfoProto};
+
+    fn node(op: &str, inputs: &[&str], output: &str) -> NodeProto {
+        NodeProto {
+            op_type: op.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.into()],
+            name: output.into(),
+            ..Default::default()
+        }
+    }
+
+    fn floats_init(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
+        TensorProto {
+            name: name.into(),
+            data_type: DataType::Float as i32,
+            dims: dims.to_vec(),
+            float_data: values.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    /// `I8MatMul(x) + b`, then `gelu` nodes reading `h`, with the graph's outputs.
+    fn graph(gelu: Vec<NodeProto>, outputs: &[&str]) -> GraphProto {
+        let mut matmul = node(I8_MATMUL, &["x"], "mm");
+        matmul.attribute.push(AttributeProto {
+            name: "key".into(),
+            r#type: AttributeType::String as i32,
+            s: b"k".to_vec(),
+            ..Default::default()
+        });
+        GraphProto {
+            node: [vec![matmul, node("Add", &["b", "mm"], "h")], gelu].concat(),
+            initializer: vec![
+                floats_init("b", &[3], &[0.5, -1.0, 2.0]),
+                floats_init("sqrt2", &[], &[std::f32::consts::SQRT_2]),
+                floats_init("one", &[], &[1.0]),
+                floats_init("half", &[], &[0.5]),
+            ],
+            output: outputs
+                .iter()
+                .map(|o| ValueInfoProto {
+                    name: o.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    /// The nodes left, as `op -> output`, and the matmul's epilogue attributes.
+    fn fused(mut g: GraphProto) -> (Vec<String>, Vec<String>) {
+        let w = Arc::new(I8Weights::new(2, 3, &[1; 6], vec![1.0; 3]));
+        epilogues(&mut g, &HashMap::from([("k".to_string(), w)]));
+        let nodes = g
+            .node
+            .iter()
+            .map(|n| format!("{} -> {}", n.op_type, n.output[0]))
+            .collect();
+        let attrs = g.node[0]
+            .attribute
+            .iter()
+            .map(|a| match a.name.as_str() {
+                BIAS => format!("bias {:?}", a.floats),
+                _ => format!("{} {}", a.name, a.i),
+            })
+            .filter(|a| !a.starts_with("key"))
+            .collect();
+        (nodes, attrs)
+    }
+
+    fn erf_plus_one() -> Vec<NodeProto> {
+        vec![
+            node("Div", &["h", "sqrt2"], "d"),
+            node("Erf", &["d"], "e"),
+            node("Add", &["one", "e"], "p"),
+        ]
+    }
+
+    #[test]
+    fn bias_and_every_gelu_order_fold_into_the_matmul() {
+        let want = (
+            vec![format!("{I8_MATMUL} -> y")],
+            vec!["bias [0.5, -1.0, 2.0]".to_string(), "gelu 1".to_string()],
+        );
+        // x · ((1 + erf) · ½)
+        let a = [
+            erf_plus_one(),
+            vec![
+                node("Mul", &["p", "half"], "q"),
+                node("Mul", &["h", "q"], "y"),
+            ],
+        ];
+        assert_eq!(fused(graph(a.concat(), &["y"])), want);
+        // (x · ½) · (1 + erf)
+        let b = [
+            vec![node("Mul", &["h", "half"], "m")],
+            erf_plus_one(),
+            vec![node("Mul", &["m", "p"], "y")],
+        ];
+        assert_eq!(fused(graph(b.concat(), &["y"])), want);
+        // (x · (1 + erf)) · ½
+        let c = [
+            erf_plus_one(),
+            vec![
+                node("Mul", &["h", "p"], "m"),
+                node("Mul", &["half", "m"], "y"),
+            ],
+        ];
+        assert_eq!(fused(graph(c.concat(), &["y"])), want);
+    }
+
+    #[test]
+    fn values_read_elsewhere_stay() {
+        // `x · ½` is also a graph output: the GELU stays, the bias still folds.
+        let b = [
+            vec![node("Mul", &["h", "half"], "m")],
+            erf_plus_one(),
+            vec![node("Mul", &["m", "p"], "y")],
+        ];
+        let (nodes, attrs) = fused(graph(b.concat(), &["y", "m"]));
+        assert_eq!(nodes.len(), 6, "{nodes:?}");
+        assert_eq!(nodes[0], format!("{I8_MATMUL} -> h"));
+        assert_eq!(attrs, ["bias [0.5, -1.0, 2.0]"]);
+        // Not √2: no GELU.
+        let mut g = graph(
+            [
+                erf_plus_one(),
+                vec![
+                    node("Mul", &["p", "half"], "q"),
+                    node("Mul", &["h", "q"], "y"),
+                ],
+            ]
+            .concat(),
+            &["y"],
+        );
+        g.initializer[1].float_data = vec![1.5];
+        assert_eq!(fused(g).0.len(), 6);
     }
 }
