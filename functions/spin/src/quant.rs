@@ -35,8 +35,28 @@ pub const I8_MATMUL: &str = "EmbedfnI8MatMul";
 /// [`TABLES`].
 pub const I8_GATHER: &str = "EmbedfnI8Gather";
 
-/// Tables handed from the rewrite to the op parser.
-static TABLES: Mutex<Option<HashMap<String, Arc<I8Table>>>> = Mutex::new(None);
+/// Values handed from the rewrite to the op parsers by key (tract's parser registry takes
+/// plain `fn`s, so they cannot carry them).
+struct Handoff<T>(Mutex<Option<HashMap<String, Arc<T>>>>);
+
+impl<T> Handoff<T> {
+    const fn new() -> Self {
+        Self(Mutex::new(None))
+    }
+
+    fn get(&self, key: &str) -> Option<Arc<T>> {
+        self.0.lock().ok()?.as_ref()?.get(key).cloned()
+    }
+
+    fn set(&self, values: Option<HashMap<String, Arc<T>>>) {
+        if let Ok(mut held) = self.0.lock() {
+            *held = values;
+        }
+    }
+}
+
+/// The int8 tables of [`I8_GATHER`] nodes.
+static TABLES: Handoff<I8Table> = Handoff::new();
 
 /// Which [`Scale`] a gathered table's scale tensor is.
 #[derive(Clone, Copy)]
@@ -52,29 +72,23 @@ pub const BIAS: &str = "bias";
 /// The `I8MatMul` attribute (int, 1) saying a GELU follows the bias.
 pub const GELU: &str = "gelu";
 
-/// Weights handed from the rewrite to the op parser (tract's parser registry takes plain `fn`s).
-static WEIGHTS: Mutex<Option<HashMap<String, Arc<I8Weights>>>> = Mutex::new(None);
+/// The int8 weights of [`I8_MATMUL`] nodes.
+static WEIGHTS: Handoff<I8Weights> = Handoff::new();
 
 /// The weights the rewrite registered under `key`.
 pub fn weights(key: &str) -> Option<Arc<I8Weights>> {
-    let mut table = WEIGHTS.lock().ok()?;
-    table.as_mut()?.get(key).cloned()
+    WEIGHTS.get(key)
 }
 
 /// The table the rewrite registered under `key`.
 pub fn table(key: &str) -> Option<Arc<I8Table>> {
-    let mut tables = TABLES.lock().ok()?;
-    tables.as_mut()?.get(key).cloned()
+    TABLES.get(key)
 }
 
 /// Forgets the registered weights and tables (the plan holds its own references).
 pub fn clear_weights() {
-    if let Ok(mut table) = WEIGHTS.lock() {
-        *table = None;
-    }
-    if let Ok(mut tables) = TABLES.lock() {
-        *tables = None;
-    }
+    WEIGHTS.set(None);
+    TABLES.set(None);
 }
 
 /// A dequantized constant: `Cast(W) * S` or `DequantizeLinear(W, S[, 0])`.
@@ -346,12 +360,8 @@ pub fn rewrite(graph: &mut GraphProto) {
     graph.initializer.retain(|t| !moved.contains(&t.name));
     graph.input.retain(|i| !moved.contains(&i.name));
     crate::fuse::epilogues(graph, &table);
-    if let Ok(mut w) = WEIGHTS.lock() {
-        *w = Some(table);
-    }
-    if let Ok(mut t) = TABLES.lock() {
-        *t = Some(tables);
-    }
+    WEIGHTS.set(Some(table));
+    TABLES.set(Some(tables));
 }
 
 /// Removes dequantizing nodes none of whose outputs is read (by a node or as a graph output),
