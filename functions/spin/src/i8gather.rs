@@ -133,11 +133,9 @@ impl TypedOp for I8Gather {
     as_op!();
 }
 
-/// The parsed node: wires [`I8Gather`] on its one input.
+/// The parsed node: wires its [`I8Gather`] on its one input.
 #[derive(Debug, Clone)]
-struct I8GatherExpansion {
-    table: Arc<I8Table>,
-}
+struct I8GatherExpansion(I8Gather);
 
 impl Expansion for I8GatherExpansion {
     fn name(&self) -> StaticName {
@@ -154,7 +152,7 @@ impl Expansion for I8GatherExpansion {
         check_output_arity(outputs, 1)?;
         s.equals(&outputs[0].datum_type, f32::datum_type())?;
         s.equals(inputs[0].rank.bex() + 1, &outputs[0].rank)?;
-        let dim = self.table.dim;
+        let dim = self.0.table.dim;
         s.given(&inputs[0].rank, move |s, rank| {
             let rank = rank as usize;
             for axis in 0..rank {
@@ -170,10 +168,7 @@ impl Expansion for I8GatherExpansion {
         model: &mut TypedModel,
         inputs: &[OutletId],
     ) -> TractResult<TVec<OutletId>> {
-        let op = I8Gather {
-            table: self.table.clone(),
-        };
-        model.wire_node(prefix, op, &[inputs[0]])
+        model.wire_node(prefix, self.0.clone(), &[inputs[0]])
     }
 }
 
@@ -185,5 +180,5 @@ pub fn parse(
     let key: String = node.get_attr("key")?;
     let table = crate::quant::table(&key)
         .ok_or_else(|| format_err!("{}: no int8 table registered as {key}", node.name))?;
-    Ok((expand(I8GatherExpansion { table }), vec![]))
+    Ok((expand(I8GatherExpansion(I8Gather { table })), vec![]))
 }

@@ -90,12 +90,9 @@ impl TypedOp for I8MatMul {
     as_op!();
 }
 
-/// The parsed node: wires [`I8MatMul`] on its one input.
+/// The parsed node: wires its [`I8MatMul`] on its one input.
 #[derive(Debug, Clone)]
-struct I8MatMulExpansion {
-    w: Arc<I8Weights>,
-    epilogue: Arc<Epilogue>,
-}
+struct I8MatMulExpansion(I8MatMul);
 
 impl Expansion for I8MatMulExpansion {
     fn name(&self) -> StaticName {
@@ -112,7 +109,7 @@ impl Expansion for I8MatMulExpansion {
         check_output_arity(outputs, 1)?;
         s.equals(&outputs[0].datum_type, f32::datum_type())?;
         s.equals(&inputs[0].rank, &outputs[0].rank)?;
-        let n = self.w.n();
+        let n = self.0.w.n();
         s.given(&inputs[0].rank, move |s, rank| {
             let rank = rank as usize;
             for axis in 0..rank.saturating_sub(1) {
@@ -131,11 +128,7 @@ impl Expansion for I8MatMulExpansion {
         model: &mut TypedModel,
         inputs: &[OutletId],
     ) -> TractResult<TVec<OutletId>> {
-        let op = I8MatMul {
-            w: self.w.clone(),
-            epilogue: self.epilogue.clone(),
-        };
-        model.wire_node(prefix, op, &[inputs[0]])
+        model.wire_node(prefix, self.0.clone(), &[inputs[0]])
     }
 }
 
@@ -161,5 +154,5 @@ pub fn parse(
     }
     let gelu = node.get_attr_opt::<i64>(crate::quant::GELU)?.unwrap_or(0) != 0;
     let epilogue = Arc::new(Epilogue { bias, gelu });
-    Ok((expand(I8MatMulExpansion { w, epilogue }), vec![]))
+    Ok((expand(I8MatMulExpansion(I8MatMul { w, epilogue })), vec![]))
 }
