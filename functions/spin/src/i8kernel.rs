@@ -125,7 +125,8 @@ impl Packed {
         self.n
     }
 
-    /// `y[m, N] = epilogue(x[m, K] · W · diag(S))`.
+    /// `y[m, N] = epilogue(x[m, K] · W · diag(S))`: writes every one of `y[..m * N]`, reads
+    /// none of them.
     pub fn matmul(&self, x: &[f32], m: usize, y: &mut [f32], epilogue: &Epilogue) {
         let (k, n) = (self.k, self.n);
         assert!(x.len() >= m * k && y.len() >= m * n);
@@ -137,14 +138,13 @@ impl Packed {
         // `K` rounded up to the 4 values of a block; the padding stays zero in both operands.
         let kp = k.next_multiple_of(4);
         let most = m.min(CHUNK);
-        let (mut xr, mut panel, mut sums) = (
-            Quads::zeros(most * kp),
-            Quads::zeros(kp * 8),
-            Quads::zeros(most * 8),
-        );
+        let mut scratch = SCRATCH.with(|s| s.take());
+        let [xr, panel, sums] = scratch.split([most * kp, kp * 8, most * 8]);
+        // The panel's padding rows (`K` to `kp`): widening writes only the first `K`.
+        panel[k * 8..].fill(0.0);
         for m0 in (0..m).step_by(CHUNK) {
             let rows = (m - m0).min(CHUNK);
-            let xr = &mut xr.floats_mut()[..rows * kp];
+            let xr = &mut xr[..rows * kp];
             for r in 0..rows {
                 let row = &x[(m0 + r) * k..(m0 + r + 1) * k];
                 for (b, part) in row.chunks(4).enumerate() {
@@ -154,9 +154,9 @@ impl Packed {
                 }
             }
             for n0 in (0..wide).step_by(8) {
-                widen(&self.data[n0 * k..(n0 + 8) * k], panel.floats_mut());
-                let sums = &mut sums.floats_mut()[..rows * 8];
-                blocks(panel.floats(), xr, kp, sums);
+                widen(&self.data[n0 * k..(n0 + 8) * k], panel);
+                let sums = &mut sums[..rows * 8];
+                blocks(panel, xr, kp, sums);
                 let e = Finish {
                     scale: &self.scale[n0..n0 + 8],
                     bias: epilogue
@@ -171,6 +171,7 @@ impl Packed {
                 }
             }
         }
+        SCRATCH.with(|s| s.set(scratch));
         // Columns past the last multiple of 8.
         let (tail, rest) = (&self.data[wide * k..], n - wide);
         for row in 0..m {
@@ -184,7 +185,15 @@ impl Packed {
     }
 }
 
-/// A zeroed f32 buffer aligned to 16 bytes, so that no `v128` access splits a cache line.
+thread_local! {
+    /// The kernel's buffers, kept from one call to the next (the component has one thread):
+    /// allocating and zeroing them for each of a forward pass's matmuls cost more than the
+    /// copying they are for.
+    static SCRATCH: std::cell::Cell<Quads> = const { std::cell::Cell::new(Quads(Vec::new())) };
+}
+
+/// An f32 buffer aligned to 16 bytes, so that no `v128` access splits a cache line.
+#[derive(Default)]
 struct Quads(Vec<Quad>);
 
 #[derive(Clone, Copy)]
@@ -192,18 +201,20 @@ struct Quads(Vec<Quad>);
 struct Quad([f32; 4]);
 
 impl Quads {
-    fn zeros(floats: usize) -> Self {
-        Self(vec![Quad([0.0; 4]); floats.div_ceil(4)])
-    }
-
-    fn floats(&self) -> &[f32] {
+    /// Three buffers of these lengths, each starting on a 16-byte boundary. They hold what
+    /// the last call left in them: the caller writes before it reads.
+    fn split(&mut self, lens: [usize; 3]) -> [&mut [f32]; 3] {
+        let quads = lens.map(|n| n.div_ceil(4));
+        let total = quads.iter().sum();
+        if self.0.len() < total {
+            self.0.resize(total, Quad([0.0; 4]));
+        }
         // SAFETY: `Quad` is `repr(C)` around `[f32; 4]`: the vector is that many f32s in a row.
-        unsafe { std::slice::from_raw_parts(self.0.as_ptr().cast(), self.0.len() * 4) }
-    }
-
-    fn floats_mut(&mut self) -> &mut [f32] {
-        // SAFETY: as in `floats`, borrowed mutably once.
-        unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast(), self.0.len() * 4) }
+        let all: &mut [f32] =
+            unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast(), self.0.len() * 4) };
+        let (a, rest) = all.split_at_mut(quads[0] * 4);
+        let (b, rest) = rest.split_at_mut(quads[1] * 4);
+        [&mut a[..lens[0]], &mut b[..lens[1]], &mut rest[..lens[2]]]
     }
 }
 

@@ -56,7 +56,9 @@ impl EvalOp for I8MatMul {
         let m = x.len() / self.w.k();
         let mut out: TVec<usize> = shape.into();
         *out.last_mut().expect("rank checked") = self.w.n();
-        let mut y = Tensor::zero::<f32>(&out)?;
+        // SAFETY: `matmul` writes every output (all rows, all panels and the tail columns)
+        // before anything reads them; f32 has no invalid bit patterns.
+        let mut y = unsafe { Tensor::uninitialized::<f32>(&out)? };
         {
             let xs = x.try_as_plain_ram()?;
             let mut ys = y.try_as_plain_ram_mut()?;
