@@ -8,16 +8,17 @@
 //! ```
 //!
 //! Layout: `W [K, N]` is stored int8 in panels of 8 columns, `[N / 8][K][8]` (the columns past
-//! the last multiple of 8 row-major after them), so that widening one panel to f32 reads
-//! contiguous bytes (simd128: 8 weights per `i16x8`/`i32x4` extend and convert). `X` is taken
+//! the last multiple of 8 row-major after them), so that the 8 weights of one row of a panel
+//! are 8 contiguous bytes (simd128: one `i16x8`/`i32x4` extend and convert). `X` is taken
 //! [`CHUNK`] rows at a time and copied in blocks of 4 columns, `[K / 4][rows][4]`, so that
-//! the kernel reads it front to back. Each panel is widened once per chunk.
+//! the kernel reads it front to back.
 //!
 //! The kernel is shaped by how Wasmtime's compiler (Cranelift) treats a loop body: it issues
 //! every load first and computes the arithmetic just before its first use, it has 16 vector
 //! registers, and its fused multiply-add overwrites a multiplicand, so a sum held in a register
-//! across iterations costs a register move per iteration. So the kernel holds one 4 × 8 block
-//! of the panel (4 values of `K`, 8 columns: 8 registers) while it walks down the rows; each row
+//! across iterations costs a register move per iteration. So the kernel widens one 4 × 8 block
+//! of a panel to f32 (4 values of `K`, 8 columns: 8 registers; the weights are widened once per
+//! chunk, never stored as f32) and holds it while it walks down the rows; each row
 //! loads its 4 values of `X` (one `v128`, lanes broadcast by shuffles) and its 8 running sums
 //! from a small buffer, does 8 multiply-adds and stores the sums back. Nothing is spilled and
 //! no sum is moved; the rows are independent, so the processor overlaps them. This runs at
@@ -139,9 +140,7 @@ impl Packed {
         let kp = k.next_multiple_of(4);
         let most = m.min(CHUNK);
         let mut scratch = SCRATCH.with(|s| s.take());
-        let [xr, panel, sums] = scratch.split([most * kp, kp * 8, most * 8]);
-        // The panel's padding rows (`K` to `kp`): widening writes only the first `K`.
-        panel[k * 8..].fill(0.0);
+        let [xr, sums] = scratch.split([most * kp, most * 8]);
         for m0 in (0..m).step_by(CHUNK) {
             let rows = (m - m0).min(CHUNK);
             let xr = &mut xr[..rows * kp];
@@ -154,9 +153,8 @@ impl Packed {
                 }
             }
             for n0 in (0..wide).step_by(8) {
-                widen(&self.data[n0 * k..(n0 + 8) * k], panel);
                 let sums = &mut sums[..rows * 8];
-                blocks(panel, xr, kp, sums);
+                blocks(&self.data[n0 * k..(n0 + 8) * k], xr, sums);
                 let e = Finish {
                     scale: &self.scale[n0..n0 + 8],
                     bias: epilogue
@@ -201,9 +199,9 @@ struct Quads(Vec<Quad>);
 struct Quad([f32; 4]);
 
 impl Quads {
-    /// Three buffers of these lengths, each starting on a 16-byte boundary. They hold what
-    /// the last call left in them: the caller writes before it reads.
-    fn split(&mut self, lens: [usize; 3]) -> [&mut [f32]; 3] {
+    /// Two buffers of these lengths, each starting on a 16-byte boundary. They hold what the
+    /// last call left in them: the caller writes before it reads.
+    fn split(&mut self, lens: [usize; 2]) -> [&mut [f32]; 2] {
         let quads = lens.map(|n| n.div_ceil(4));
         let total = quads.iter().sum();
         if self.0.len() < total {
@@ -212,9 +210,8 @@ impl Quads {
         // SAFETY: `Quad` is `repr(C)` around `[f32; 4]`: the vector is that many f32s in a row.
         let all: &mut [f32] =
             unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast(), self.0.len() * 4) };
-        let (a, rest) = all.split_at_mut(quads[0] * 4);
-        let (b, rest) = rest.split_at_mut(quads[1] * 4);
-        [&mut a[..lens[0]], &mut b[..lens[1]], &mut rest[..lens[2]]]
+        let (a, b) = all.split_at_mut(quads[0] * 4);
+        [&mut a[..lens[0]], &mut b[..lens[1]]]
     }
 }
 
@@ -259,51 +256,33 @@ impl Finish<'_> {
     }
 }
 
-/// One panel `[K][8]` of int8 as f32 (`panel` may be longer: the rest is left as it is).
+/// `sums[r][..8] = Σ_k xr[k / 4][r][k % 4] · f32(panel[k][..8])` for the `sums.len() / 8`
+/// rows, `panel` one int8 panel `[K][8]`: its 4 × 8 blocks in turn, each widened to f32 in
+/// registers and held there while it goes down the rows (see the module's documentation). A
+/// last block past `K` is padded with zero weights.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-fn widen(src: &[i8], panel: &mut [f32]) {
+fn blocks(panel: &[i8], xr: &[f32], sums: &mut [f32]) {
     use std::arch::wasm32::*;
-    assert!(panel.len() >= src.len() && src.len() % 8 == 0);
-    let (s, p) = (src.as_ptr(), panel.as_mut_ptr());
-    // SAFETY: reads `src[i * 8 .. i * 8 + 8]` and writes `panel[i * 8 .. i * 8 + 8]` for
-    // `i < src.len() / 8`: within both lengths (asserted).
-    unsafe {
-        for i in 0..src.len() / 8 {
-            let w = i16x8_extend_low_i8x16(v128_load64_zero(s.add(i * 8) as *const u64));
-            let lo = f32x4_convert_i32x4(i32x4_extend_low_i16x8(w));
-            let hi = f32x4_convert_i32x4(i32x4_extend_high_i16x8(w));
-            v128_store(p.add(i * 8) as *mut v128, lo);
-            v128_store(p.add(i * 8 + 4) as *mut v128, hi);
-        }
-    }
-}
-
-/// The same without SIMD.
-#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-fn widen(src: &[i8], panel: &mut [f32]) {
-    for (o, w) in panel.iter_mut().zip(src) {
-        *o = f32::from(*w);
-    }
-}
-
-/// `sums[r][..8] = Σ_k xr[k / 4][r][k % 4] · panel[k][..8]` for the `sums.len() / 8` rows,
-/// `kp` a multiple of 4: the panel's 4 × 8 blocks in turn, each held in registers while it
-/// goes down the rows (see the module's documentation).
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-fn blocks(panel: &[f32], xr: &[f32], kp: usize, sums: &mut [f32]) {
-    use std::arch::wasm32::*;
-    let rows = sums.len() / 8;
-    assert!(kp % 4 == 0 && panel.len() >= kp * 8 && xr.len() >= kp * rows);
-    if kp == 0 {
+    let (k, rows) = (panel.len() / 8, sums.len() / 8);
+    let kp = k.next_multiple_of(4);
+    assert!(xr.len() >= kp * rows);
+    if k == 0 {
         sums.fill(0.0);
     }
     let (x, s) = (xr.as_ptr(), sums.as_mut_ptr());
-    // SAFETY: block `b < kp / 4` reads `panel[b * 32 .. b * 32 + 32]` and
+    // SAFETY: block `b < kp / 4` reads `panel[kk * 8 ..][..8]` for `kk < k` and
     // `xr[(b * rows + r) * 4 ..][..4]`, and reads and writes `sums[r * 8 ..][..8]`, for
     // `r < rows`: within the lengths asserted above.
     unsafe {
         for b in 0..kp / 4 {
-            let w = &*(panel.as_ptr().add(b * 32) as *const [v128; 8]);
+            let mut w = [f32x4_splat(0.0); 8];
+            for j in 0..4.min(k - b * 4) {
+                let i = i16x8_extend_low_i8x16(v128_load64_zero(
+                    panel.as_ptr().add((b * 4 + j) * 8) as *const u64,
+                ));
+                w[2 * j] = f32x4_convert_i32x4(i32x4_extend_low_i16x8(i));
+                w[2 * j + 1] = f32x4_convert_i32x4(i32x4_extend_high_i16x8(i));
+            }
             let (mut a, mut o, end) = (x.add(b * rows * 4), s, s.add(rows * 8));
             while o < end {
                 let xv = v128_load(a as *const v128);
@@ -333,16 +312,14 @@ fn blocks(panel: &[f32], xr: &[f32], kp: usize, sums: &mut [f32]) {
 
 /// The same without SIMD.
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-fn blocks(panel: &[f32], xr: &[f32], kp: usize, sums: &mut [f32]) {
-    let rows = sums.len() / 8;
+fn blocks(panel: &[i8], xr: &[f32], sums: &mut [f32]) {
+    let (k, rows) = (panel.len() / 8, sums.len() / 8);
     sums.fill(0.0);
-    for b in 0..kp / 4 {
+    for kk in 0..k {
         for r in 0..rows {
-            for j in 0..4 {
-                let a = xr[(b * rows + r) * 4 + j];
-                for c in 0..8 {
-                    sums[r * 8 + c] += a * panel[(b * 4 + j) * 8 + c];
-                }
+            let a = xr[(kk / 4 * rows + r) * 4 + kk % 4];
+            for c in 0..8 {
+                sums[r * 8 + c] += a * f32::from(panel[kk * 8 + c]);
             }
         }
     }
