@@ -157,7 +157,8 @@ def test_spin_app_memory_image_maps_copy_on_write(spin_app):
 def test_int8_matmuls_take_over_bias_and_gelu(start, wasmtime_cli, spin_app):
     # EMBEDFN_PROFILE logs each forward pass's time per tract op: MiniLM's 36 MatMuls are
     # embedfn's int8 kernel, with their bias Adds and the 6 GELUs (Div, Erf, Add, Mul, Mul)
-    # fused into it; no tract op is left doing them.
+    # fused into it; no tract op is left doing them. Its 13 LayerNormalizations are embedfn's
+    # one-pass op, not tract's five (the last of them an RmsNorm).
     server = serve_stock(start, wasmtime_cli, str(ROOT / spin_app["source"]), "--env", "EMBEDFN_PROFILE=1")
     status, _ = exchange(server, "POST", "/api/embed", {"model": "minilm", "input": ["a short text"]})
     server.stop()
@@ -165,6 +166,8 @@ def test_int8_matmuls_take_over_bias_and_gelu(start, wasmtime_cli, spin_app):
     profile = re.search(r"embedfn profile: forward .*", server.proc.stdout.read()).group(0)
     assert re.search(r"\bI8MatMul [0-9.]+ ms/36\b", profile), profile
     assert not re.search(r"\b(Erf|OptAddUnicast)\b", profile), profile
+    assert re.search(r"\bLayerNorm [0-9.]+ ms/13\b", profile), profile
+    assert "RmsNorm" not in profile, profile
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,8 @@ mod i8gather;
 mod i8kernel;
 #[cfg(feature = "tract")]
 mod i8mm;
+#[cfg(feature = "tract")]
+mod layernorm;
 #[cfg(not(feature = "tract"))]
 mod nn;
 #[cfg(feature = "tract")]

@@ -56,6 +56,9 @@ impl TractBackend {
         framework
             .op_register
             .insert(crate::quant::I8_GATHER, crate::i8gather::parse);
+        framework
+            .op_register
+            .insert(crate::layernorm::LAYER_NORM, crate::layernorm::parse);
         let mut model = {
             // Decoded here (not by tract) from the file in pieces (see `crate::reader`).
             let mut proto = {
@@ -68,6 +71,7 @@ impl TractBackend {
             inline_external_data(&mut proto, onnx.parent().unwrap_or(Path::new(".")))?;
             if let Some(graph) = proto.graph.as_mut() {
                 crate::quant::rewrite(graph);
+                crate::layernorm::rewrite(graph);
             }
             let parsed = framework.parse(&proto, None).map(|p| p.model);
             crate::quant::clear_weights();
