@@ -158,7 +158,9 @@ def test_int8_matmuls_take_over_bias_and_gelu(start, wasmtime_cli, spin_app):
     # EMBEDFN_PROFILE logs each forward pass's time per tract op: MiniLM's 36 MatMuls are
     # embedfn's int8 kernel, with their bias Adds and the 6 GELUs (Div, Erf, Add, Mul, Mul)
     # fused into it; no tract op is left doing them. Its 13 LayerNormalizations are embedfn's
-    # one-pass op, not tract's five (the last of them an RmsNorm).
+    # one-pass op, not tract's five (the last of them an RmsNorm), and each takes over the
+    # residual Add before it. 8 Adds are left: 6 attention masks and 2 embedding sums (the
+    # position embeddings broadcast over the batch, so the one fused is wired as an Add again).
     server = serve_stock(start, wasmtime_cli, str(ROOT / spin_app["source"]), "--env", "EMBEDFN_PROFILE=1")
     status, _ = exchange(server, "POST", "/api/embed", {"model": "minilm", "input": ["a short text"]})
     server.stop()
@@ -168,6 +170,7 @@ def test_int8_matmuls_take_over_bias_and_gelu(start, wasmtime_cli, spin_app):
     assert not re.search(r"\b(Erf|OptAddUnicast)\b", profile), profile
     assert re.search(r"\bLayerNorm [0-9.]+ ms/13\b", profile), profile
     assert "RmsNorm" not in profile, profile
+    assert re.search(r"\bAdd [0-9.]+ ms/8\b", profile), profile
 
 
 @pytest.fixture(scope="module")

@@ -6,22 +6,48 @@
 //! while it is in cache: its mean, the mean square of its deviations (two passes, so no
 //! cancellation), then `(x - mean) / √(var + ε) · scale + bias`. [`rewrite`] renames the
 //! graph's `LayerNormalization` nodes that it can take (normalised over the last axis, only the
-//! first output used); any other stays tract's.
+//! first output used); any other stays tract's. It also takes over the `Add` before one, when
+//! nothing else reads the sum: a transformer's residual connection, `LayerNorm(x + f(x))`, is
+//! then one op too (tract's `Add` was another pass and another tensor; an `Add` whose inputs
+//! turn out to differ in shape is wired as tract's `Add` again).
+
+use std::collections::HashMap;
 
 use tract_onnx::pb::GraphProto;
+use tract_onnx::tract_core::broadcast::multi_broadcast;
 use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::ops::change_axes::wire_with_rank_broadcast;
 use tract_onnx::tract_hir::internal::{
     check_input_arity, check_output_arity, expand, Expansion, InferenceOp, InferenceResult, Solver,
     TensorProxy,
 };
 
+use crate::quant::int_attr;
+
 /// The op type [`rewrite`] gives the nodes it hands to this op.
 pub const LAYER_NORM: &str = "EmbedfnLayerNorm";
 
 /// Renames each `LayerNormalization` over the last axis (`axis` -1, the default) whose `Mean`
-/// and `InvStdDev` outputs are unused to [`LAYER_NORM`]; its inputs and `epsilon` stay.
+/// and `InvStdDev` outputs are unused to [`LAYER_NORM`]; its inputs and `epsilon` stay. When
+/// its `X` is an `Add` read by nothing else, the `Add` goes: its two inputs come first, and
+/// the node gets [`SKIP`].
 pub fn rewrite(graph: &mut GraphProto) {
-    for n in &mut graph.node {
+    let mut readers: HashMap<String, usize> = HashMap::new();
+    for input in graph.node.iter().flat_map(|n| &n.input) {
+        *readers.entry(input.clone()).or_default() += 1;
+    }
+    for output in &graph.output {
+        *readers.entry(output.name.clone()).or_default() += 1;
+    }
+    let made_by: HashMap<String, usize> = graph
+        .node
+        .iter()
+        .enumerate()
+        .flat_map(|(i, n)| n.output.iter().map(move |o| (o.clone(), i)))
+        .collect();
+    let mut dead = Vec::new();
+    for i in 0..graph.node.len() {
+        let n = &graph.node[i];
         let axis = n
             .attribute
             .iter()
@@ -29,21 +55,46 @@ pub fn rewrite(graph: &mut GraphProto) {
             .map_or(-1, |a| a.i);
         let one_output = n.output.iter().skip(1).all(String::is_empty);
         let onnx = n.domain.is_empty() || n.domain == "ai.onnx";
-        if n.op_type == "LayerNormalization" && onnx && axis == -1 && one_output {
-            n.op_type = LAYER_NORM.into();
+        if n.op_type != "LayerNormalization" || !onnx || axis != -1 || !one_output {
+            continue;
         }
+        let add = n
+            .input
+            .first()
+            .filter(|x| readers.get(*x) == Some(&1))
+            .and_then(|x| made_by.get(x))
+            .copied()
+            .filter(|a| graph.node[*a].op_type == "Add" && graph.node[*a].input.len() == 2);
+        let n = &mut graph.node[i];
+        n.op_type = LAYER_NORM.into();
+        if let Some(a) = add {
+            let sum = graph.node[a].input.clone();
+            let n = &mut graph.node[i];
+            n.input.splice(0..1, sum);
+            n.attribute.push(int_attr(SKIP, 1));
+            dead.push(a);
+        }
+    }
+    dead.sort_unstable();
+    for a in dead.into_iter().rev() {
+        graph.node.remove(a);
     }
 }
 
-/// The typed op: inputs `X [.., C]`, `scale [C]` and optionally `bias [C]` (f32).
+/// The [`LAYER_NORM`] attribute (int, 1) saying the first two inputs are to be added.
+pub const SKIP: &str = "skip";
+
+/// The typed op: inputs `X [.., C]` (with [`LayerNorm::skip`], `X` and a residual of the same
+/// shape, added first), `scale [C]` and optionally `bias [C]` (f32).
 #[derive(Debug, Clone)]
 pub struct LayerNorm {
     epsilon: f32,
+    skip: bool,
 }
 
 impl PartialEq for LayerNorm {
     fn eq(&self, other: &Self) -> bool {
-        self.epsilon.to_bits() == other.epsilon.to_bits()
+        self.epsilon.to_bits() == other.epsilon.to_bits() && self.skip == other.skip
     }
 }
 
@@ -68,8 +119,9 @@ impl EvalOp for LayerNorm {
             y.datum_type()
         );
         let c = y.shape().last().copied().unwrap_or(1);
-        let scale = inputs[1].cast_to::<f32>()?;
-        let bias = inputs.get(2).map(|b| b.cast_to::<f32>()).transpose()?;
+        let affine = &inputs[1 + usize::from(self.skip)..];
+        let scale = affine[0].cast_to::<f32>()?;
+        let bias = affine.get(1).map(|b| b.cast_to::<f32>()).transpose()?;
         let (scale, bias) = (
             scale.try_as_plain_ram()?,
             bias.as_ref().map(|b| b.try_as_plain_ram()).transpose()?,
@@ -82,9 +134,32 @@ impl EvalOp for LayerNorm {
             scale.len(),
             bias.map(<[f32]>::len)
         );
+        let residual = if self.skip {
+            let r = inputs[1].cast_to::<f32>()?;
+            ensure!(
+                r.shape() == y.shape(),
+                "LayerNorm adds {:?} to {:?}",
+                r.shape(),
+                y.shape()
+            );
+            Some(r)
+        } else {
+            None
+        };
+        let residual = residual
+            .as_ref()
+            .map(|r| r.try_as_plain_ram())
+            .transpose()?;
+        let residual = residual.as_ref().map(|r| r.as_slice::<f32>()).transpose()?;
         if c > 0 {
             let mut ys = y.try_as_plain_ram_mut()?;
-            for row in ys.as_slice_mut::<f32>()?.chunks_exact_mut(c) {
+            let rows = ys.as_slice_mut::<f32>()?.chunks_exact_mut(c);
+            for (i, row) in rows.enumerate() {
+                if let Some(r) = residual {
+                    for (v, r) in row.iter_mut().zip(&r[i * c..]) {
+                        *v += r;
+                    }
+                }
                 normalize(row, scale, bias, self.epsilon);
             }
         }
@@ -149,13 +224,20 @@ impl Expansion for LayerNormExpansion {
         inputs: &'p [TensorProxy],
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
-        if inputs.len() != 2 {
-            check_input_arity(inputs, 3)?;
+        let skip = usize::from(self.0.skip);
+        if inputs.len() != 2 + skip {
+            check_input_arity(inputs, 3 + skip)?;
         }
         check_output_arity(outputs, 1)?;
         s.equals(&inputs[0].datum_type, f32::datum_type())?;
         s.equals(&outputs[0].datum_type, f32::datum_type())?;
-        s.equals(&inputs[0].shape, &outputs[0].shape)
+        if self.0.skip {
+            s.given_2(&inputs[0].shape, &inputs[1].shape, move |s, a, b| {
+                s.equals(&outputs[0].shape, multi_broadcast(&[a, b])?)
+            })
+        } else {
+            s.equals(&inputs[0].shape, &outputs[0].shape)
+        }
     }
 
     fn wire(
@@ -164,6 +246,22 @@ impl Expansion for LayerNormExpansion {
         model: &mut TypedModel,
         inputs: &[OutletId],
     ) -> TractResult<TVec<OutletId>> {
+        let (a, b) = (inputs[0], inputs.get(1).copied());
+        if self.0.skip && model.outlet_fact(a)?.shape != model.outlet_fact(b.unwrap_or(a))?.shape {
+            // Broadcasting: tract's Add, then the plain op.
+            let sum = wire_with_rank_broadcast(
+                format!("{prefix}.add"),
+                model,
+                tract_onnx::tract_core::ops::math::add(),
+                &inputs[..2],
+            )?;
+            let op = LayerNorm {
+                skip: false,
+                ..self.0.clone()
+            };
+            let rest: TVec<OutletId> = sum.into_iter().chain(inputs[2..].iter().copied()).collect();
+            return model.wire_node(prefix, op, &rest);
+        }
         model.wire_node(prefix, self.0.clone(), inputs)
     }
 }
@@ -174,7 +272,11 @@ pub fn parse(
     node: &tract_onnx::pb::NodeProto,
 ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     let epsilon = node.get_attr_opt::<f32>("epsilon")?.unwrap_or(1e-5);
-    Ok((expand(LayerNormExpansion(LayerNorm { epsilon })), vec![]))
+    let skip = node.get_attr_opt::<i64>(SKIP)?.unwrap_or(0) != 0;
+    Ok((
+        expand(LayerNormExpansion(LayerNorm { epsilon, skip })),
+        vec![],
+    ))
 }
 
 #[cfg(test)]
@@ -259,5 +361,94 @@ mod tests {
                 "LayerNormalization"
             ]
         );
+    }
+
+    fn add(a: &str, b: &str, out: &str) -> NodeProto {
+        NodeProto {
+            op_type: "Add".into(),
+            input: vec![a.into(), b.into()],
+            output: vec![out.into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn rewrite_takes_the_add_before_when_nothing_else_reads_the_sum() {
+        // x = h + r feeds only the LayerNorm: the Add goes into it.
+        let mut graph = GraphProto {
+            node: vec![add("h", "r", "x"), layer_norm(vec![], &["y"])],
+            ..Default::default()
+        };
+        rewrite(&mut graph);
+        assert_eq!(graph.node.len(), 1);
+        let n = &graph.node[0];
+        assert_eq!(n.op_type, LAYER_NORM);
+        assert_eq!(n.input, ["h", "r", "g", "b"]);
+        assert!(n.attribute.iter().any(|a| a.name == SKIP && a.i == 1));
+        // The sum read elsewhere too (by a node, or as a graph output): the Add stays.
+        for graph_output in [false, true] {
+            let mut graph = GraphProto {
+                node: vec![add("h", "r", "x"), layer_norm(vec![], &["y"])],
+                ..Default::default()
+            };
+            if graph_output {
+                graph.output.push(tract_onnx::pb::ValueInfoProto {
+                    name: "x".into(),
+                    ..Default::default()
+                });
+            } else {
+                graph.node.push(add("x", "x", "z"));
+            }
+            rewrite(&mut graph);
+            let ops: Vec<&str> = graph.node.iter().map(|n| n.op_type.as_str()).collect();
+            assert_eq!(&ops[..2], ["Add", LAYER_NORM]);
+            assert_eq!(graph.node[1].input[0], "x");
+            assert!(graph.node[1].attribute.is_empty());
+        }
+    }
+
+    /// The op on a tract model: `LayerNorm(h + r)` equals the same computed by hand, and a
+    /// residual of another shape is broadcast by the `Add` wired in front.
+    #[test]
+    fn a_skip_adds_then_normalizes() {
+        let c = 8;
+        let h: Vec<f32> = (0..2 * c).map(|i| i as f32 * 0.37 - 1.0).collect();
+        let r: Vec<f32> = (0..2 * c).map(|i| (i * i % 7) as f32 * 0.5).collect();
+        let g: Vec<f32> = (0..c).map(|i| 1.0 + i as f32 * 0.1).collect();
+        let b: Vec<f32> = (0..c).map(|i| i as f32 * -0.05).collect();
+        let run = |r_shape: &[usize], r: &[f32]| -> Vec<f32> {
+            let mut model = TypedModel::default();
+            let hs = model.add_source("h", f32::fact([2, c])).unwrap();
+            let rs = model.add_source("r", f32::fact(r_shape)).unwrap();
+            let gs = model.add_const("g", tensor1(&g)).unwrap();
+            let bs = model.add_const("b", tensor1(&b)).unwrap();
+            let op = LayerNormExpansion(LayerNorm {
+                epsilon: 1e-5,
+                skip: true,
+            });
+            let y = op.wire("ln", &mut model, &[hs, rs, gs, bs]).unwrap();
+            model.select_output_outlets(&y).unwrap();
+            let plan = model.into_runnable().unwrap();
+            let inputs = tvec!(
+                Tensor::from_shape(&[2, c], &h).unwrap().into_tvalue(),
+                Tensor::from_shape(r_shape, r).unwrap().into_tvalue()
+            );
+            let out = plan.run(inputs).unwrap();
+            let ram = out[0].try_as_plain_ram().unwrap();
+            ram.as_slice::<f32>().unwrap().to_vec()
+        };
+        let expect = |r_row: &dyn Fn(usize) -> usize| -> Vec<f32> {
+            let mut want = Vec::new();
+            for row in 0..2 {
+                let mut v: Vec<f32> = (0..c)
+                    .map(|i| h[row * c + i] + r[r_row(row) * c + i])
+                    .collect();
+                normalize(&mut v, &g, Some(&b), 1e-5);
+                want.extend(v);
+            }
+            want
+        };
+        assert_eq!(run(&[2, c], &r), expect(&|row| row));
+        assert_eq!(run(&[1, c], &r[..c]), expect(&|_| 0));
     }
 }
