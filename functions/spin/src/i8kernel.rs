@@ -22,7 +22,7 @@
 //! loads its 4 values of `X` (one `v128`, lanes broadcast by shuffles) and its 8 running sums
 //! from a small buffer, does 8 multiply-adds and stores the sums back. Nothing is spilled and
 //! no sum is moved; the rows are independent, so the processor overlaps them. This runs at
-//! ≈ 16–18 GMAC/s on one core (128-bit FMA peak ≈ 18.5), where a 4 × 8 register tile that
+//! ≈ 15–18 GMAC/s on one core (128-bit FMA peak ≈ 18.5), where a 4 × 8 register tile that
 //! keeps its sums in registers reached 12–14. The column scales are applied to the sums, so the
 //! result differs from `X · (f32(W) · S)` only by f32 rounding (the sums add the products in
 //! order of `K`, as a plain loop would).
