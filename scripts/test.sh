@@ -42,7 +42,7 @@ rustc --edition 2021 --test -O --target wasm32-wasip2 -C target-feature=+simd128
 "$wasmtime" "$CARGO_TARGET_DIR/i8kernel-test.wasm"
 rustc --edition 2021 --test -O functions/spin/src/i8kernel.rs -o "$CARGO_TARGET_DIR/i8kernel-test"
 "$CARGO_TARGET_DIR/i8kernel-test"
-log "the tract build's unit tests (graph fusion, kernel) as Wasm under wasmtime"
+log "the tract build's unit tests (graph fusion, kernel, layer norm) as Wasm under wasmtime"
 # The dev profile: a wasm32 debug build of tract once, then only this crate per change.
 CARGO_TARGET_WASM32_WASIP2_RUNNER="$wasmtime run -S http=y -S cli=y" \
   cargo test --target wasm32-wasip2 -p embedfn-spin --no-default-features --features tract --lib

@@ -14,6 +14,42 @@ use tract_onnx::pb::{AttributeProto, GraphProto};
 use crate::i8mm::I8Weights;
 use crate::quant::{floats, int_attr, BIAS, GELU, I8_MATMUL};
 
+/// Who reads each value of a graph: the nodes naming it as an input (by index, once per
+/// input), and whether it is one of the graph's outputs.
+pub struct Readers<'g> {
+    nodes: HashMap<&'g str, Vec<usize>>,
+    outputs: HashSet<&'g str>,
+}
+
+impl<'g> Readers<'g> {
+    pub fn of(graph: &'g GraphProto) -> Self {
+        let mut nodes: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, n) in graph.node.iter().enumerate() {
+            for input in &n.input {
+                nodes.entry(input.as_str()).or_default().push(i);
+            }
+        }
+        let outputs = graph.output.iter().map(|o| o.name.as_str()).collect();
+        Self { nodes, outputs }
+    }
+
+    /// The nodes reading `name`, when it is not also a graph output.
+    pub fn nodes(&self, name: &str) -> Option<&[usize]> {
+        if self.outputs.contains(name) {
+            return None;
+        }
+        self.nodes.get(name).map(Vec::as_slice)
+    }
+
+    /// The one node reading `name`, when nothing else (no node, no graph output) does.
+    pub fn sole(&self, name: &str) -> Option<usize> {
+        match self.nodes(name)? {
+            [i] => Some(*i),
+            _ => None,
+        }
+    }
+}
+
 /// Folds the bias `Add` and the GELU after each `I8MatMul` into its attributes (see the
 /// module's documentation).
 pub fn epilogues(graph: &mut GraphProto, table: &HashMap<String, Arc<I8Weights>>) {
@@ -25,20 +61,10 @@ pub fn epilogues(graph: &mut GraphProto, table: &HashMap<String, Arc<I8Weights>>
             _ => None,
         })
         .collect();
-    let mut readers: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (i, n) in graph.node.iter().enumerate() {
-        for input in &n.input {
-            readers.entry(input.as_str()).or_default().push(i);
-        }
-    }
-    let outputs: HashSet<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
+    let readers = Readers::of(graph);
     let graph_ref = &*graph;
     let node = |i: usize| &graph_ref.node[i];
-    // The one node reading `name`, when nothing else (no node, no graph output) does.
-    let sole = |name: &str| match readers.get(name).map(Vec::as_slice) {
-        Some([i]) if !outputs.contains(name) => Some(*i),
-        _ => None,
-    };
+    let sole = |name: &str| readers.sole(name);
     // `i`'s input other than `name`, when `i` is an `op` of two inputs reading `name` once.
     let other = |i: usize, op: &str, name: &str| -> Option<String> {
         let n = node(i);
@@ -59,12 +85,9 @@ pub fn epilogues(graph: &mut GraphProto, table: &HashMap<String, Arc<I8Weights>>
     let out = |i: usize| node(i).output[0].clone();
     // `x · ½ · (1 + erf(x / √2))` from `x`: the nodes it takes and its output.
     let gelu = |x: &str| -> Option<(Vec<usize>, String)> {
-        let [first, second] = readers.get(x)?.as_slice() else {
+        let [first, second] = readers.nodes(x)? else {
             return None;
         };
-        if outputs.contains(x) {
-            return None;
-        }
         let scaled = |i: usize| {
             let c = other(i, "Div", x)
                 .map(|c| is(&c, std::f32::consts::SQRT_2))

@@ -184,9 +184,8 @@ impl Packed {
 }
 
 thread_local! {
-    /// The kernel's buffers, kept from one call to the next (the component has one thread):
-    /// allocating and zeroing them for each of a forward pass's matmuls cost more than the
-    /// copying they are for.
+    /// The kernel's buffers, kept from one call to the next (the component has one thread), so
+    /// that each of a forward pass's matmuls does not allocate and zero its own.
     static SCRATCH: std::cell::Cell<Quads> = const { std::cell::Cell::new(Quads(Vec::new())) };
 }
 

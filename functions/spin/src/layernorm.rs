@@ -22,6 +22,7 @@ use tract_onnx::tract_hir::internal::{
     TensorProxy,
 };
 
+use crate::fuse::Readers;
 use crate::quant::int_attr;
 
 /// The op type [`rewrite`] gives the nodes it hands to this op.
@@ -32,41 +33,44 @@ pub const LAYER_NORM: &str = "EmbedfnLayerNorm";
 /// its `X` is an `Add` read by nothing else, the `Add` goes: its two inputs come first, and
 /// the node gets [`SKIP`].
 pub fn rewrite(graph: &mut GraphProto) {
-    let mut readers: HashMap<String, usize> = HashMap::new();
-    for input in graph.node.iter().flat_map(|n| &n.input) {
-        *readers.entry(input.clone()).or_default() += 1;
-    }
-    for output in &graph.output {
-        *readers.entry(output.name.clone()).or_default() += 1;
-    }
-    let made_by: HashMap<String, usize> = graph
-        .node
-        .iter()
-        .enumerate()
-        .flat_map(|(i, n)| n.output.iter().map(move |o| (o.clone(), i)))
-        .collect();
-    let mut dead = Vec::new();
-    for i in 0..graph.node.len() {
-        let n = &graph.node[i];
-        let axis = n
-            .attribute
+    // The nodes to rename, each with the `Add` it takes over.
+    let taken: Vec<(usize, Option<usize>)> = {
+        let readers = Readers::of(graph);
+        let made_by: HashMap<&str, usize> = graph
+            .node
             .iter()
-            .find(|a| a.name == "axis")
-            .map_or(-1, |a| a.i);
-        let one_output = n.output.iter().skip(1).all(String::is_empty);
-        let onnx = n.domain.is_empty() || n.domain == "ai.onnx";
-        if n.op_type != "LayerNormalization" || !onnx || axis != -1 || !one_output {
-            continue;
-        }
-        let add = n
-            .input
-            .first()
-            .filter(|x| readers.get(*x) == Some(&1))
-            .and_then(|x| made_by.get(x))
-            .copied()
-            .filter(|a| graph.node[*a].op_type == "Add" && graph.node[*a].input.len() == 2);
-        let n = &mut graph.node[i];
-        n.op_type = LAYER_NORM.into();
+            .enumerate()
+            .flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i)))
+            .collect();
+        let is_add = |a: &usize| graph.node[*a].op_type == "Add" && graph.node[*a].input.len() == 2;
+        graph
+            .node
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| {
+                let axis = n
+                    .attribute
+                    .iter()
+                    .find(|a| a.name == "axis")
+                    .map_or(-1, |a| a.i);
+                let one_output = n.output.iter().skip(1).all(String::is_empty);
+                let onnx = n.domain.is_empty() || n.domain == "ai.onnx";
+                n.op_type == "LayerNormalization" && onnx && axis == -1 && one_output
+            })
+            .map(|(i, n)| {
+                let add = n
+                    .input
+                    .first()
+                    .filter(|x| readers.sole(x) == Some(i))
+                    .and_then(|x| made_by.get(x.as_str()).copied())
+                    .filter(is_add);
+                (i, add)
+            })
+            .collect()
+    };
+    let mut dead = Vec::new();
+    for (i, add) in taken {
+        graph.node[i].op_type = LAYER_NORM.into();
         if let Some(a) = add {
             let sum = graph.node[a].input.clone();
             let n = &mut graph.node[i];
@@ -112,20 +116,44 @@ impl EvalOp for LayerNorm {
     op_out_of_plan!();
 
     fn eval(&self, _: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let mut y = inputs[0].clone().into_tensor();
+        // Taken by value: `X` is normalised in place, copied only if another node still
+        // holds it.
+        let mut inputs = inputs.into_iter();
+        let mut next = || {
+            inputs
+                .next()
+                .ok_or_else(|| format_err!("LayerNorm: too few inputs"))
+        };
+        let mut y = next()?.into_tensor();
+        let residual = if self.skip { Some(next()?) } else { None };
+        let scale = next()?;
+        let bias = next().ok();
         ensure!(
             y.datum_type() == f32::datum_type(),
             "LayerNorm on {:?}",
             y.datum_type()
         );
         let c = y.shape().last().copied().unwrap_or(1);
-        let affine = &inputs[1 + usize::from(self.skip)..];
-        let scale = affine[0].cast_to::<f32>()?;
-        let bias = affine.get(1).map(|b| b.cast_to::<f32>()).transpose()?;
+        if let Some(r) = &residual {
+            ensure!(
+                r.shape() == y.shape(),
+                "LayerNorm adds {:?} to {:?}",
+                r.shape(),
+                y.shape()
+            );
+        }
+        let residual = residual.as_ref().map(|r| r.cast_to::<f32>()).transpose()?;
+        let scale = scale.cast_to::<f32>()?;
+        let bias = bias.as_ref().map(|b| b.cast_to::<f32>()).transpose()?;
+        let residual = residual
+            .as_ref()
+            .map(|r| r.try_as_plain_ram())
+            .transpose()?;
         let (scale, bias) = (
             scale.try_as_plain_ram()?,
             bias.as_ref().map(|b| b.try_as_plain_ram()).transpose()?,
         );
+        let residual = residual.as_ref().map(|r| r.as_slice::<f32>()).transpose()?;
         let scale = scale.as_slice::<f32>()?;
         let bias = bias.as_ref().map(|b| b.as_slice::<f32>()).transpose()?;
         ensure!(
@@ -134,23 +162,6 @@ impl EvalOp for LayerNorm {
             scale.len(),
             bias.map(<[f32]>::len)
         );
-        let residual = if self.skip {
-            let r = inputs[1].cast_to::<f32>()?;
-            ensure!(
-                r.shape() == y.shape(),
-                "LayerNorm adds {:?} to {:?}",
-                r.shape(),
-                y.shape()
-            );
-            Some(r)
-        } else {
-            None
-        };
-        let residual = residual
-            .as_ref()
-            .map(|r| r.try_as_plain_ram())
-            .transpose()?;
-        let residual = residual.as_ref().map(|r| r.as_slice::<f32>()).transpose()?;
         if c > 0 {
             let mut ys = y.try_as_plain_ram_mut()?;
             let rows = ys.as_slice_mut::<f32>()?.chunks_exact_mut(c);
