@@ -16,7 +16,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY shared shared
 COPY functions functions
-RUN cargo build --release --locked -p embedfn-lambda --bin embedfn
+RUN cargo build --release --locked --bin embedfn
 
 FROM python:3.11-slim-bookworm AS onnxruntime
 ARG ORT_VERSION

@@ -19,19 +19,8 @@ source "$(dirname "$0")/lib.sh"
 BENCH_VENV="$EMBEDFN_CACHE/bench-venv"
 BENCH_PY="$BENCH_VENV/bin/python"
 
-# Creates (once per requirements change) the venv with the test and benchmark packages.
-ensure_bench_venv() {
-  local stamp="$BENCH_VENV/.requirements.sha256" want
-  want="$(cat "$ROOT/tests/requirements.txt" "$ROOT/bench/requirements.txt" | sha256sum | cut -d' ' -f1)"
-  if [ -x "$BENCH_PY" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return; fi
-  log "creating the benchmark's Python venv at $BENCH_VENV"
-  python3 -m venv "$BENCH_VENV"
-  "$BENCH_PY" -m pip install -q --disable-pip-version-check \
-    -r "$ROOT/tests/requirements.txt" -r "$ROOT/bench/requirements.txt"
-  echo "$want" > "$stamp"
-}
-
-ensure_bench_venv
+# The test and benchmark packages (bench/requirements.lock: see lib.sh).
+locked_venv "$BENCH_VENV" "$ROOT/bench/requirements.lock"
 if [ "${1:-}" = "--scale" ]; then
   shift
   args=() ort_lib="" scale_models="jina-v3-scale jina-reranker-scale" scale_variants="" layer=1 plain_max=8192
@@ -55,7 +44,7 @@ if [ "${1:-}" = "--scale" ]; then
   scale_dir="$("$ROOT/scripts/make-scale-models.sh" --models "$scale_models" --variants "$make_variants")"
   if [ -z "${EMBEDFN_BIN:-}" ]; then
     export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$EMBEDFN_CACHE/target}"
-    (cd "$ROOT" && cargo build --release -p embedfn-lambda --bin embedfn)
+    (cd "$ROOT" && cargo build --release --bin embedfn)
     EMBEDFN_BIN="$CARGO_TARGET_DIR/release/embedfn"
   fi
   if [ "$layer" = 1 ]; then
@@ -72,7 +61,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$EMBEDFN_CACHE/target}"
 if [ -z "${EMBEDFN_BIN:-}" ]; then
   log "building the release binaries (embedfn, embedfn-host, the embedfn-spin component)"
   rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
-  (cd "$ROOT" && cargo build --release -p embedfn-lambda --bin embedfn && cargo build --release -p embedfn-host)
+  (cd "$ROOT" && cargo build --release)
   EMBEDFN_BIN="$CARGO_TARGET_DIR/release/embedfn"
   EMBEDFN_HOST_BIN="$CARGO_TARGET_DIR/release/embedfn-host"
   EMBEDFN_TRACT_COMPONENT="$("$ROOT/scripts/build-component.sh" tract)"

@@ -39,6 +39,6 @@ rustup target list --installed | grep -qx "$target" || rustup target add "$targe
 log "embedfn for $target (profile $profile)"
 cd "$ROOT"
 CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="${CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS:--C target-cpu=neoverse-n1}" \
-  cargo build --profile "$profile" --target "$target" -p embedfn-lambda --bin embedfn >&2
+  cargo build --profile "$profile" --target "$target" --bin embedfn >&2
 dir="$profile"; [ "$profile" = dev ] && dir=debug
 echo "$CARGO_TARGET_DIR/$target/$dir/embedfn"

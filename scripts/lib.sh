@@ -10,13 +10,23 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 log() { printf '\033[1m[embedfn]\033[0m %s\n' "$*" >&2; }
 
-# Creates (once) the venv with the pinned test and reference packages.
-ensure_venv() {
-  local stamp="$VENV/.requirements.sha256" want
-  want="$(sha256sum "$ROOT/tests/requirements.txt" | cut -d' ' -f1)"
-  if [ -x "$PY" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return; fi
-  log "creating Python venv at $VENV"
-  python3 -m venv "$VENV"
-  "$PY" -m pip install -q --disable-pip-version-check -r "$ROOT/tests/requirements.txt"
+# Creates (once per lock change) a venv from a hash-locked requirements file: every package,
+# transitive ones included, at the version and hashes in the lock. tests/requirements.txt names
+# what the tests use; the locks are made from it (and bench/requirements.txt) with
+#   uv pip compile --generate-hashes --universal --python-version 3.11 \
+#     tests/requirements.txt -o tests/requirements.lock
+#   uv pip compile --generate-hashes --universal --python-version 3.11 \
+#     tests/requirements.txt bench/requirements.txt -o bench/requirements.lock
+locked_venv() {  # locked_venv VENV LOCKFILE
+  local venv="$1" lock="$2" stamp="$1/.requirements.sha256" want
+  want="$(sha256sum "$lock" | cut -d' ' -f1)"
+  if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return; fi
+  log "creating Python venv at $venv from ${lock#"$ROOT"/}"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check --require-hashes -r "$lock"
   echo "$want" > "$stamp"
 }
+
+# The test and reference packages.
+ensure_venv() { locked_venv "$VENV" "$ROOT/tests/requirements.lock"; }

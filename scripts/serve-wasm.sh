@@ -9,5 +9,5 @@ export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$("$ROOT/scripts/fetch-onnxruntime.sh")
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$EMBEDFN_CACHE/target}"
 cd "$ROOT"
 component="$(scripts/build-component.sh wasi-nn)"
-cargo build --release -p embedfn-host
+cargo build --release
 exec "$CARGO_TARGET_DIR/release/embedfn-host" "$component" --snapshot "$@"

@@ -6,5 +6,5 @@ source "$(dirname "$0")/lib.sh"
 export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$("$ROOT/scripts/fetch-onnxruntime.sh")}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$EMBEDFN_CACHE/target}"
 cd "$ROOT"
-cargo build --release -p embedfn-lambda --bin embedfn
+cargo build --release --bin embedfn
 exec "$CARGO_TARGET_DIR/release/embedfn" "$@"

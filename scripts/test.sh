@@ -17,35 +17,27 @@ log "template.yaml (cfn-lint)"
 "$VENV/bin/cfn-lint" template.yaml
 log "cargo fmt / clippy"
 cargo fmt --all --check
-cargo clippy --workspace --all-targets -- -D warnings
+# Every native cargo command here, and in serve.sh and bench.sh, selects the workspace's
+# default members (no -p): one resolution of the dependencies' features, so each command reuses
+# what the one before compiled. --release everywhere: the tests reuse the release build's
+# dependencies (a debug build of Wasmtime, tract and the rest would be a second full compile).
+cargo clippy --release --all-targets -- -D warnings
 cargo clippy -p embedfn-spin --target wasm32-wasip2 --profile wasm -- -D warnings
-cargo clippy -p embedfn-spin --target wasm32-wasip2 --profile wasm --no-default-features --features tract --all-targets -- -D warnings
-log "embedfn-core for wasm32-wasip2 (no I/O, no ort)"
-cargo build -p embedfn-core --target wasm32-wasip2 --release
+cargo clippy -p embedfn-spin --target wasm32-wasip2 --profile wasm --no-default-features --features tract -- -D warnings
 log "release builds: embedfn, embedfn-host, the embedfn-spin component (tract and wasi-nn builds)"
-# One command, so both binaries share one resolution of their dependencies' features.
-cargo build --release -p embedfn-lambda -p embedfn-host --bin embedfn --bin embedfn-host
+cargo build --release
 scripts/build-component.sh tract >/dev/null
 scripts/build-component.sh wasi-nn >/dev/null
-# --release: the tests reuse the release builds' compiled dependencies (a debug build of
-# Wasmtime and the rest would cost a second full compile on a cold cache). The packages of the
-# release build only: embedfn-spin has no native tests, and building it natively here would
-# change the features of shared dependencies (wasmparser) and so recompile Wasmtime (its unit
-# tests run as Wasm below).
-log "Rust tests"
-cargo test --release -p embedfn-core -p embedfn-lambda -p embedfn-host
-log "the tract build's int8 kernel (plain std): its tests as Wasm (simd128, relaxed-simd) and natively"
+log "embedfn-core for wasm32-wasip2 (no I/O, no ort)"
+cargo build -p embedfn-core --target wasm32-wasip2 --profile wasm
+log "Rust tests (core, engines, adapters; the tract engine's natively)"
+cargo test --release
+log "the tract engine's tests as Wasm (simd128, relaxed-simd) under wasmtime"
 wasmtime="$("$PY" -c 'import wasmtime_cli, pathlib; print(pathlib.Path(wasmtime_cli.__file__).parent / "wasmtime")')"
 chmod +x "$wasmtime"
-rustc --edition 2021 --test -O --target wasm32-wasip2 -C target-feature=+simd128,+relaxed-simd \
-  functions/spin/src/i8kernel.rs -o "$CARGO_TARGET_DIR/i8kernel-test.wasm"
-"$wasmtime" "$CARGO_TARGET_DIR/i8kernel-test.wasm"
-rustc --edition 2021 --test -O functions/spin/src/i8kernel.rs -o "$CARGO_TARGET_DIR/i8kernel-test"
-"$CARGO_TARGET_DIR/i8kernel-test"
-log "the tract build's unit tests (graph fusion, kernel, layer norm) as Wasm under wasmtime"
 # The dev profile: a wasm32 debug build of tract once, then only this crate per change.
 CARGO_TARGET_WASM32_WASIP2_RUNNER="$wasmtime run -S http=y -S cli=y" \
-  cargo test --target wasm32-wasip2 -p embedfn-spin --no-default-features --features tract --lib
+  cargo test --target wasm32-wasip2 -p embedfn-tract
 log "embedfn for aarch64 (cross build; tests/test_arm64.py runs it under qemu-aarch64)"
 EMBEDFN_ARM64_BIN="$(scripts/build-arm64.sh arm64-test)"; export EMBEDFN_ARM64_BIN
 export EMBEDFN_ARM64_LAYERS="$EMBEDFN_CACHE/lambda-arm64"

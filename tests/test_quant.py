@@ -12,11 +12,20 @@ the texts and tasks below) and carry margin:
 | fp16                     | 0.99999941                  | 0.9999 | 2.5e-4                         | 2e-3  |
 | int8 / uint8 / quantized | 0.99954 / 0.99968 / 0.99954 | 0.998  | 3.1e-3 / 3.9e-3 / 5.5e-3       | 0.03  |
 | q4 / bnb4                | 0.9811 / 0.9741             | 0.95   | 0.018 / 0.060                  | 0.15  |
+
+The int8 figure is CPU dependent. `model_int8.onnx` multiplies u8 activations by s8 weights
+(per tensor, no `reduce_range`, as the published int8 files do). With VNNI (AVX512-VNNI,
+AVX-VNNI) or on arm64 (SDOT/UDOT) ONNX Runtime's kernels sum exactly; on x86-64 CPUs without
+VNNI (AVX2 only, e.g. AMD Zen 3) they use `vpmaddubsw`, whose int16 pair sums saturate, and the
+same file measured 0.9973 (embedfn still equal to Python ONNX Runtime there). The bound below
+follows the CPU; uint8 and `quantized` (7-bit weights) do not saturate.
 """
 
+import platform
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,7 +39,18 @@ TEXTS = ["Hello world", "the cat sat on the mat", "你好世界 这是一个测�
 TASKS = ["retrieval.query", "text-matching"]
 DOCS = ["The cat sat on the mat.", "Dogs are loyal animals.", "你好世界", "berlin " * 150]
 QUERY = "where is the cat"
-MIN_COSINE = {"fp16": 0.9999, "int8": 0.998, "uint8": 0.998, "quantized": 0.998, "q4": 0.95, "bnb4": 0.95}
+
+
+def exact_u8s8() -> bool:
+    """Whether ONNX Runtime's u8 x s8 kernels sum exactly here (VNNI on x86-64, or arm64)."""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return True
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return any(f in flags.split() for f in ("avx512_vnni", "avx_vnni"))
+
+
+MIN_COSINE = {"fp16": 0.9999, "int8": 0.998 if exact_u8s8() else 0.995, "uint8": 0.998, "quantized": 0.998,
+              "q4": 0.95, "bnb4": 0.95}
 MAX_SCORE_DIFF = {"fp16": 2e-3, "int8": 0.03, "uint8": 0.03, "quantized": 0.03, "q4": 0.15, "bnb4": 0.15}
 TOL = 1e-4
 

@@ -29,7 +29,7 @@ pub fn engine(max_memory_mb: u64) -> anyhow::Result<Engine> {
 
 /// `wasm` compiled for `engine`, from the cache when it was compiled before.
 pub fn component(engine: &Engine, wasm: &[u8]) -> anyhow::Result<Component> {
-    let dir = embedfn_lambda::runtime::cache_dir().join("wasm");
+    let dir = embedfn_ort::runtime::cache_dir().join("wasm");
     let path = dir.join(format!("{}.cwasm", key(engine, wasm)));
     if path.is_file() {
         // SAFETY: the file is our own serialization for this engine configuration (the key

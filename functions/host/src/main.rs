@@ -20,9 +20,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use embedfn_lambda::config::Config;
-use embedfn_lambda::ort_backend::SessionOptions;
-use embedfn_lambda::{models, runtime};
+use embedfn_core::dynamic::BatchingOptions;
+use embedfn_core::{BatchLimits, Place, Settings};
+use embedfn_ort::ort_backend::SessionOptions;
+use embedfn_ort::{models, runtime, system};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::cli::Command;
@@ -30,17 +31,6 @@ use crate::graphs::{dir_name, Graphs, ModelDir};
 use crate::guest::Guest;
 use crate::nn::{NnSettings, OrtNn};
 use crate::serve::Server;
-
-/// Variables of the host's environment the component sees too (same meaning as native).
-const PASSED_ON: &[&str] = &[
-    "TASK_INSTRUCTIONS",
-    "DEFAULT_TASK",
-    "MAX_BODY_BYTES",
-    "MAX_INPUTS",
-    "MAX_DOCUMENTS",
-    "MAX_REQUEST_TOKENS",
-    "API_KEY",
-];
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -76,7 +66,7 @@ fn main() -> ExitCode {
 }
 
 /// The model directories to serve: `--graph`, else the native server's model variables.
-fn model_dirs(args: &cli::Args, config: &Config) -> anyhow::Result<Vec<ModelDir>> {
+fn model_dirs(args: &cli::Args, settings: &Settings) -> anyhow::Result<Vec<ModelDir>> {
     if !args.graphs.is_empty() {
         return args
             .graphs
@@ -84,12 +74,12 @@ fn model_dirs(args: &cli::Args, config: &Config) -> anyhow::Result<Vec<ModelDir>
             .map(|(name, dir)| ModelDir::new(name.clone(), dir.clone()))
             .collect();
     }
-    config
+    settings
         .embeddings_models
         .iter()
-        .chain(&config.reranker_models)
+        .chain(&settings.reranker_models)
         .map(|id| {
-            let dir = models::resolve(id, config)?;
+            let dir = models::resolve(id, settings)?;
             let name = if PathBuf::from(id).is_dir() {
                 dir_name(&dir)
             } else {
@@ -101,12 +91,11 @@ fn model_dirs(args: &cli::Args, config: &Config) -> anyhow::Result<Vec<ModelDir>
 }
 
 async fn run(args: cli::Args) -> anyhow::Result<()> {
-    let config = Config::from_env()?;
-    let models = model_dirs(&args, &config)?;
-    let mut env: Vec<(String, String)> = PASSED_ON
-        .iter()
-        .filter_map(|k| Some((k.to_string(), std::env::var(k).ok()?)))
-        .collect();
+    let settings = Settings::from_lookup(|k| std::env::var(k).ok(), Place::Native)?;
+    let models = model_dirs(&args, &settings)?;
+    // The component reads the same settings as the native server: every one that applies to
+    // it is forwarded from the host's environment (and `--env` adds or overrides).
+    let mut env = Settings::for_component(|k| std::env::var(k).ok());
     env.extend(args.env.iter().cloned());
     let wasm = std::fs::read(&args.component)
         .with_context(|| format!("reading {}", args.component.display()))?;
@@ -132,11 +121,15 @@ async fn run(args: cli::Args) -> anyhow::Result<()> {
                 tracing::info!(library = %lib.display(), "ONNX Runtime loaded");
                 let settings = NnSettings {
                     session: SessionOptions {
-                        intra_threads: config.intra_threads,
-                        cuda: config.cuda,
+                        intra_threads: system::intra_threads(&settings),
+                        cuda: settings.cuda,
                     },
-                    quantization: config.quantization,
-                    batching: config.batching,
+                    quantization: settings.quantization,
+                    batching: BatchingOptions {
+                        enabled: settings.dynamic_batching,
+                        limits: settings.batch(BatchLimits::default()),
+                        wait: settings.batch_wait,
+                    },
                 };
                 Some((Arc::new(ort_env), settings))
             } else {
@@ -157,7 +150,7 @@ async fn run(args: cli::Args) -> anyhow::Result<()> {
             let component = compile::component(&engine, &wasm)?;
             let linker = guest::linker(&engine, nn)?;
             let pre = ProxyPre::new(linker.instantiate_pre(&component)?)?;
-            let addr = listen.unwrap_or_else(|| format!("{}:{}", config.host, config.port));
+            let addr = listen.unwrap_or_else(|| format!("{}:{}", settings.host, settings.port));
             let listener = tokio::net::TcpListener::bind(&addr)
                 .await
                 .with_context(|| format!("listening on {addr}"))?;

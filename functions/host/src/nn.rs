@@ -2,7 +2,7 @@
 //! (its own `onnx` feature pins an older `ort` and takes only f32 inputs).
 //!
 //! Each graph is one ONNX Runtime session, opened once with the native binary's settings
-//! (threads, CUDA, quantization file: [`embedfn_lambda::ort_backend::open_session`]) and shared
+//! (threads, CUDA, quantization file: [`embedfn_ort::ort_backend::open_session`]) and shared
 //! by every instance and request behind a mutex. Every tensor type of the WIT is accepted as
 //! input and produced as output. Inputs are matched to the graph's declared inputs by name;
 //! inputs the graph does not declare are ignored (a BERT guest always sends `token_type_ids`,
@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use embedfn_core::dynamic::{Batcher, BatchingOptions};
 use embedfn_core::files::{onnx_path, read_graph};
 use embedfn_core::{Backend as _, Batch, Feed, Quantization, Tensor as CoreTensor};
-use embedfn_lambda::ort_backend::{open_session, SessionOptions};
+use embedfn_ort::ort_backend::{open_session, SessionOptions};
 use half::{bf16, f16};
 use ort::environment::Environment;
 use ort::session::{Session, SessionInputValue};

@@ -28,7 +28,7 @@ impl Server {
     /// Serves on `listener` until SIGTERM or SIGINT; requests in flight finish first.
     pub async fn run(self: Arc<Self>, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
         tracing::info!("listening on http://{}", listener.local_addr()?);
-        let shutdown = embedfn_lambda::server::shutdown_signal();
+        let shutdown = shutdown_signal();
         tokio::pin!(shutdown);
         let mut connections = tokio::task::JoinSet::new();
         loop {
@@ -127,4 +127,20 @@ fn error_response(message: &str) -> Response<HyperOutgoingBody> {
         hyper::header::HeaderValue::from_static("application/json"),
     );
     response
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term => {} }
 }

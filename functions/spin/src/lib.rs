@@ -2,34 +2,18 @@
 //!
 //! The handler hands every request to the core's route table, so each route answers exactly as
 //! on the native server; tokenizing, pooling and ranking run inside Wasm, and the model runs in
-//! the host through `wasi:nn` (default feature `wasi-nn`), or inside the component with tract
-//! (feature `tract`: needs nothing from the host, so it runs under stock Spin and Wasmtime). State is built once ([`state`]); Wizer can snapshot it
-//! into the component so that a fresh instance per request pays no parsing.
+//! the host through `wasi:nn` (default feature `wasi-nn`), or inside the component with the
+//! `embedfn-tract` engine (feature `tract`: needs nothing from the host, so it runs under stock
+//! Spin and Wasmtime). State is built once ([`state`]); Wizer can snapshot it into the
+//! component so that a fresh instance per request pays no parsing.
 
 mod alloc;
-#[cfg(feature = "tract")]
-mod fuse;
-#[cfg(feature = "tract")]
-mod i8gather;
-#[cfg(feature = "tract")]
-mod i8kernel;
-#[cfg(feature = "tract")]
-mod i8mm;
-#[cfg(feature = "tract")]
-mod layernorm;
 #[cfg(not(feature = "tract"))]
 mod nn;
-#[cfg(feature = "tract")]
-mod profile;
-#[cfg(feature = "tract")]
-mod quant;
-#[cfg(feature = "tract")]
-mod reader;
 mod state;
-#[cfg(feature = "tract")]
-mod tract;
 
-use embedfn_core::router::{error_reply, Api};
+use embedfn_core::api::Api;
+use embedfn_core::router::error_reply;
 use embedfn_core::{route, Error, Reply};
 use spin_sdk::http::{Request, Response};
 use spin_sdk::http_component;

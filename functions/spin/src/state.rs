@@ -1,42 +1,38 @@
-//! The component's state (the models on this build's engine), built once per instance — or once for all instances, when Wizer
-//! pre-initialises the component through [`wizer_initialize`](crate::bindings::Guest).
+//! The component's state (the models on this build's engine), built once per instance — or
+//! once for all instances, when Wizer pre-initialises the component through
+//! [`wizer_initialize`](crate::bindings::Guest).
 //!
-//! Configuration comes from environment variables, as on the native server:
-//! `EMBEDDINGS_MODEL_ID` and `RERANKER_MODEL_ID` name model directories in the component's
-//! filesystem (`none` disables one; the `wasi:nn` graph has the directory's name), plus
-//! `TASK_INSTRUCTIONS`, `DEFAULT_TASK`, `MAX_BODY_BYTES`, `MAX_INPUTS`, `MAX_DOCUMENTS`,
-//! `MAX_REQUEST_TOKENS`, `MAX_BATCH_TOKENS`, `MAX_BATCH_SIZE` (default 4 in the tract build:
-//! [`BatchLimits::on_one_thread`]), `API_KEY`.
+//! Settings are the core's ([`Settings`], `docs/configuration.md`), read from the environment
+//! with the component's defaults ([`Place::Component`]): `EMBEDDINGS_MODEL_ID` and
+//! `RERANKER_MODEL_ID` name model directories in the component's filesystem (the `wasi:nn` graph
+//! has the directory's name); the tract build runs passes of at most
+//! [`BatchLimits::on_one_thread`] sequences unless `MAX_BATCH_SIZE` says otherwise.
 
 use std::path::Path;
 use std::sync::OnceLock;
 
-use embedfn_core::batch::MAX_REQUEST_TOKENS;
 use embedfn_core::files::{model_info, onnx_path, read_graph, read_model_dir};
 use embedfn_core::{
-    ApiKey, App, BatchLimits, Embedder, EmbedderOptions, Error, Limits, ModelKind, ModelSpec,
-    Quantization, Registry, RerankOptions, Reranker, Result, Served, TextTokenizer,
+    App, BatchLimits, Embedder, EmbedderOptions, Error, ModelKind, ModelSpec, Place, Quantization,
+    Registry, RerankOptions, Reranker, Result, Served, Settings, TextTokenizer,
 };
 
 /// The engine of this build: tract inside the component, or the host's `wasi:nn`.
 #[cfg(feature = "tract")]
-type Engine = crate::tract::TractBackend;
+type Engine = embedfn_tract::TractBackend;
 #[cfg(not(feature = "tract"))]
 type Engine = crate::nn::NnBackend;
 
 /// The engine for the model in `dir`, served as `name`.
-fn engine(dir: &Path, name: &str) -> Result<Engine> {
+fn engine(dir: &Path, name: &str, quantization: Quantization) -> Result<Engine> {
     #[cfg(feature = "tract")]
     {
         let _ = name;
-        let quantization = var("ONNX_QUANTIZATION").unwrap_or_default();
-        let quantization = Quantization::parse(&quantization)
-            .map_err(|e| Error::Model(format!("ONNX_QUANTIZATION: {e}")))?;
-        crate::tract::TractBackend::load(&onnx_path(dir, quantization)?)
+        embedfn_tract::TractBackend::load(&onnx_path(dir, quantization)?)
     }
     #[cfg(not(feature = "tract"))]
     {
-        let _ = dir;
+        let _ = (dir, quantization);
         Ok(crate::nn::NnBackend::new(name))
     }
 }
@@ -48,23 +44,6 @@ pub fn app() -> std::result::Result<&'static App<Engine>, &'static str> {
     APP.get_or_init(|| build().map_err(|e| e.to_string()))
         .as_ref()
         .map_err(String::as_str)
-}
-
-fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-fn number(name: &str, default: usize) -> Result<usize> {
-    var(name).map_or(Ok(default), |v| {
-        v.trim()
-            .parse()
-            .map_err(|_| Error::Model(format!("{name}={v:?} is not a number")))
-    })
-}
-
-fn model_dir(name: &str, default: &str) -> Option<String> {
-    let dir = var(name).unwrap_or_else(|| default.to_string());
-    (!dir.eq_ignore_ascii_case("none")).then_some(dir)
 }
 
 /// Reads one model directory: spec, tokenizer, reported facts, and its graph's name.
@@ -100,27 +79,24 @@ fn load(dir: &str, expected: ModelKind) -> Result<(ModelSpec, TextTokenizer, Ser
 }
 
 fn build() -> Result<App<Engine>> {
-    let instructions =
-        var("TASK_INSTRUCTIONS").is_none_or(|v| !matches!(v.as_str(), "0" | "false"));
-    let max_request_tokens = number("MAX_REQUEST_TOKENS", MAX_REQUEST_TOKENS)?;
+    let settings = Settings::from_lookup(|k| std::env::var(k).ok(), Place::Component)
+        .map_err(|e| Error::Model(e.to_string()))?;
     // tract runs the model on this one thread; `wasi:nn` hosts run it on their own threads.
-    let default_batch = if cfg!(feature = "tract") {
+    let batch = settings.batch(if cfg!(feature = "tract") {
         BatchLimits::default().on_one_thread()
     } else {
         BatchLimits::default()
-    };
-    let batch = BatchLimits {
-        max_tokens: number("MAX_BATCH_TOKENS", default_batch.max_tokens)?.max(1),
-        max_size: number("MAX_BATCH_SIZE", default_batch.max_size)?.max(1),
-    };
-    let embedder = model_dir("EMBEDDINGS_MODEL_ID", "/models/embedder")
+    });
+    let embedders = settings
+        .embeddings_models
+        .iter()
         .map(|dir| -> Result<_> {
-            let (spec, tokenizer, served) = load(&dir, ModelKind::Embedding)?;
-            let backend = engine(Path::new(&dir), &served.info.name)?;
+            let (spec, tokenizer, served) = load(dir, ModelKind::Embedding)?;
+            let backend = engine(Path::new(dir), &served.info.name, settings.quantization)?;
             let options = EmbedderOptions {
-                instructions,
-                default_task: var("DEFAULT_TASK"),
-                max_request_tokens,
+                instructions: settings.task_instructions,
+                default_task: settings.default_task.clone(),
+                max_request_tokens: settings.max_request_tokens,
                 batch,
                 ..EmbedderOptions::default()
             };
@@ -129,13 +105,15 @@ fn build() -> Result<App<Engine>> {
                 model: Embedder::new(spec, tokenizer, backend, options)?,
             })
         })
-        .transpose()?;
-    let reranker = model_dir("RERANKER_MODEL_ID", "none")
+        .collect::<Result<Vec<_>>>()?;
+    let rerankers = settings
+        .reranker_models
+        .iter()
         .map(|dir| -> Result<_> {
-            let (spec, tokenizer, served) = load(&dir, ModelKind::CrossEncoder)?;
-            let backend = engine(Path::new(&dir), &served.info.name)?;
+            let (spec, tokenizer, served) = load(dir, ModelKind::CrossEncoder)?;
+            let backend = engine(Path::new(dir), &served.info.name, settings.quantization)?;
             let options = RerankOptions {
-                max_request_tokens,
+                max_request_tokens: settings.max_request_tokens,
                 batch,
                 ..RerankOptions::default()
             };
@@ -144,14 +122,12 @@ fn build() -> Result<App<Engine>> {
                 model: Reranker::new(spec, tokenizer, backend, options),
             })
         })
-        .transpose()?;
-    let defaults = Limits::default();
-    let mut app = App::new(Registry::single(embedder, reranker));
-    app.limits = Limits {
-        max_body_bytes: number("MAX_BODY_BYTES", defaults.max_body_bytes)?,
-        max_inputs: number("MAX_INPUTS", defaults.max_inputs)?,
-        max_documents: number("MAX_DOCUMENTS", defaults.max_documents)?,
-    };
-    app.api_key = var("API_KEY").map(ApiKey::new);
+        .collect::<Result<Vec<_>>>()?;
+    let mut app = App::new(Registry {
+        embedders,
+        rerankers,
+    });
+    app.limits = settings.limits;
+    app.api_key = settings.api_key;
     Ok(app)
 }

@@ -1,0 +1,249 @@
+//! The models a server holds, and how a request's `model` name finds one.
+//!
+//! A request may name a model by its id (`jinaai/jina-embeddings-v3`), by the last path segment
+//! (`jina-embeddings-v3`), with an Ollama tag (`…:latest`), or with a task suffix
+//! (`jina-embeddings-v3-query` → `retrieval.query`). A server may hold several embedders and
+//! several rerankers (`EMBEDDINGS_MODEL_ID=a,b`); a missing or empty name means the first of the
+//! kind asked for.
+
+use crate::embed::Embedder;
+use crate::error::{Error, Result};
+use crate::rerank::Reranker;
+use crate::onnx_graph::WeightStats;
+use crate::spec::{ModelSpec, Quantization};
+
+/// Model-name suffixes that choose a task (`jina-embeddings-v3:retrieval.query`, …).
+pub const TASK_SUFFIXES: [(&str, &str); 5] = [
+    ("-query", "retrieval.query"),
+    ("-passage", "retrieval.passage"),
+    ("-separation", "separation"),
+    ("-classification", "classification"),
+    ("-text-matching", "text-matching"),
+];
+
+/// What the listing routes (`/api/tags`, `/v1/models`, …) say about a served model.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ModelInfo {
+    /// The id it was loaded by (hub id or directory).
+    pub name: String,
+    /// Bytes of the ONNX file(s).
+    pub size: u64,
+    /// RFC 3339 time of the ONNX file.
+    pub modified_at: String,
+    /// A stable content digest (hex).
+    pub digest: String,
+    /// Which ONNX variant runs (the `ONNX_QUANTIZATION` choice).
+    pub quantization: Quantization,
+    /// What the loaded graph's weights are, counted by the adapter at load (`None`: unknown).
+    pub weights: Option<WeightStats>,
+}
+
+impl ModelInfo {
+    /// Ollama's `quantization_level`: from the counted weights, else from the
+    /// `ONNX_QUANTIZATION` choice.
+    pub fn quantization_level(&self) -> &'static str {
+        self.weights
+            .as_ref()
+            .and_then(crate::onnx_graph::quantization_label)
+            .unwrap_or_else(|| self.quantization.label())
+    }
+
+    /// Ollama's `parameter_size` (`22.7M`): the counted weights, else an estimate from the
+    /// file size and the bytes per weight of the `ONNX_QUANTIZATION` choice.
+    pub fn parameter_size(&self) -> String {
+        use crate::spec::Quantization as Q;
+        let counted = self.weights.as_ref().map_or(0, |w| w.parameters);
+        let parameters = if counted > 0 {
+            counted
+        } else {
+            let bytes_per = match self.quantization {
+                Q::None => 4.0,
+                Q::Fp16 => 2.0,
+                Q::Int8 | Q::Uint8 | Q::Quantized => 1.0,
+                Q::Q4 | Q::Bnb4 => 0.5,
+            };
+            (self.size as f64 / bytes_per) as u64
+        };
+        crate::onnx_graph::parameter_size(parameters)
+    }
+}
+
+/// A model with what is reported about it.
+#[derive(Debug)]
+pub struct Served<M> {
+    /// Reported facts.
+    pub info: ModelInfo,
+    /// The model.
+    pub model: M,
+}
+
+/// The models one server holds: embedders, rerankers, or both; the first of each kind is the
+/// default for requests that name no model.
+#[derive(Debug)]
+pub struct Registry<B> {
+    /// The embedding models, in configured order.
+    pub embedders: Vec<Served<Embedder<B>>>,
+    /// The cross-encoders, in configured order.
+    pub rerankers: Vec<Served<Reranker<B>>>,
+}
+
+impl<B> Registry<B> {
+    /// A registry of at most one model of each kind (adapters that serve one of each).
+    pub fn single(
+        embedder: Option<Served<Embedder<B>>>,
+        reranker: Option<Served<Reranker<B>>>,
+    ) -> Self {
+        Self {
+            embedders: embedder.into_iter().collect(),
+            rerankers: reranker.into_iter().collect(),
+        }
+    }
+}
+
+impl<B: crate::Backend> Registry<B> {
+    /// Every served model: (info, spec, true when it embeds), embedders first.
+    pub fn list(&self) -> Vec<(&ModelInfo, &ModelSpec, bool)> {
+        let e = self
+            .embedders
+            .iter()
+            .map(|s| (&s.info, s.model.spec(), true));
+        let r = self
+            .rerankers
+            .iter()
+            .map(|s| (&s.info, s.model.spec(), false));
+        e.chain(r).collect()
+    }
+
+    /// The embedder a request names (the first one when it names none), and the task its
+    /// name's suffix chooses.
+    pub fn embedder(
+        &self,
+        requested: Option<&str>,
+    ) -> Result<(&Served<Embedder<B>>, Option<&'static str>)> {
+        let first = self.embedders.first().ok_or_else(|| {
+            Error::ModelNotFound(
+                "this server has no embedding model (EMBEDDINGS_MODEL_ID=none)".into(),
+            )
+        })?;
+        let Some(r) = requested.filter(|r| !r.trim().is_empty()) else {
+            return Ok((first, None));
+        };
+        self.embedders
+            .iter()
+            .find_map(|s| {
+                match_name(&s.info.name, r, !s.model.spec().tasks.is_empty()).map(|t| (s, t))
+            })
+            .ok_or_else(|| self.not_found(r))
+    }
+
+    /// The reranker a request names (the first one when it names none).
+    pub fn reranker(&self, requested: Option<&str>) -> Result<&Served<Reranker<B>>> {
+        let first = self.rerankers.first().ok_or_else(|| {
+            Error::ModelNotFound(
+                "this server has no reranker model (RERANKER_MODEL_ID=none)".into(),
+            )
+        })?;
+        let Some(r) = requested.filter(|r| !r.trim().is_empty()) else {
+            return Ok(first);
+        };
+        self.rerankers
+            .iter()
+            .find(|s| match_name(&s.info.name, r, false).is_some())
+            .ok_or_else(|| self.not_found(r))
+    }
+
+    /// The spec and info of any served model by name (for `/api/show`).
+    pub fn find(&self, requested: &str) -> Result<(&ModelInfo, &ModelSpec, bool)> {
+        self.list()
+            .into_iter()
+            .find(|(info, spec, _)| {
+                match_name(&info.name, requested, !spec.tasks.is_empty()).is_some()
+            })
+            .ok_or_else(|| self.not_found(requested))
+    }
+
+    fn not_found(&self, requested: &str) -> Error {
+        let names: Vec<String> = self
+            .list()
+            .iter()
+            .map(|(info, _, embeds)| {
+                format!(
+                    "'{}' ({})",
+                    info.name,
+                    if *embeds { "embedding" } else { "rerank" }
+                )
+            })
+            .collect();
+        Error::ModelNotFound(format!(
+            "model '{requested}' not found; this server has {}",
+            names.join(", ")
+        ))
+    }
+}
+
+/// Does `requested` name the model served as `served`? `Some(task)` if so, with the task its
+/// suffix chooses (only when the model has tasks).
+pub fn match_name(served: &str, requested: &str, has_tasks: bool) -> Option<Option<&'static str>> {
+    let base = |s: &str| -> String {
+        let s = s.trim().trim_end_matches('/');
+        let s = s.rsplit('/').next().unwrap_or(s);
+        s.split(':').next().unwrap_or(s).to_string()
+    };
+    // Case-insensitive: Ollama-style names are lower case, hub ids are not
+    // (`all-minilm-l6-v2`, as Spin names it, is `sentence-transformers/all-MiniLM-L6-v2`).
+    let (served, requested) = (
+        base(served).to_ascii_lowercase(),
+        base(requested).to_ascii_lowercase(),
+    );
+    if requested == served {
+        return Some(None);
+    }
+    if !has_tasks {
+        return None;
+    }
+    TASK_SUFFIXES.iter().find_map(|(suffix, task)| {
+        (requested.strip_suffix(suffix) == Some(served.as_str())).then_some(Some(*task))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::match_name;
+
+    #[test]
+    fn names_match_by_last_segment_and_tag() {
+        let id = "jinaai/jina-embeddings-v3";
+        assert_eq!(
+            match_name(id, "jinaai/jina-embeddings-v3", true),
+            Some(None)
+        );
+        assert_eq!(
+            match_name(id, "jina-embeddings-v3:latest", true),
+            Some(None)
+        );
+        assert_eq!(match_name("/models/minilm/", "minilm", false), Some(None));
+        assert_eq!(match_name(id, "bge-m3", true), None);
+        assert_eq!(
+            match_name(
+                "sentence-transformers/all-MiniLM-L6-v2",
+                "all-minilm-l6-v2",
+                false
+            ),
+            Some(None)
+        );
+    }
+
+    #[test]
+    fn suffix_chooses_task() {
+        let id = "jinaai/jina-embeddings-v3";
+        assert_eq!(
+            match_name(id, "jinaai/jina-embeddings-v3-query", true),
+            Some(Some("retrieval.query"))
+        );
+        assert_eq!(
+            match_name(id, "jina-embeddings-v3-text-matching", true),
+            Some(Some("text-matching"))
+        );
+        assert_eq!(match_name(id, "jina-embeddings-v3-query", false), None);
+    }
+}

@@ -1,0 +1,285 @@
+//! The core's [`Backend`] on ONNX Runtime.
+//!
+//! One session per model, built once at start-up and shared by all requests behind a mutex
+//! (`Session::run` takes `&mut self`). The graph's declared inputs decide what is fed:
+//! `input_ids`, `attention_mask`, `token_type_ids` (zeros or the pair's segments), `task_id`
+//! (0-d scalar or `[1]`, read from the graph). Output 0 is returned as f32 (f16 is converted).
+//!
+//! Two start-up shortcuts: an attention-fused sibling of the file (`onnx/<stem>.fused.onnx`,
+//! written by `scripts/fuse_attention.py`) is preferred when present, and ONNX Runtime's
+//! optimized graph is kept in a cache ([`crate::ort_cache`]) so later starts skip optimization.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use embedfn_core::files::prefer_fused;
+use embedfn_core::{Backend, Batch, Error, Feed, Result, Tensor, Values};
+use ort::environment::Environment;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
+use ort::session::Session;
+use ort::session::SessionInputValue;
+use ort::value::{DynValue, TensorElementType, TensorRef, ValueType};
+
+use embedfn_core::settings::Cuda;
+use crate::ort_cache::{self, Entry};
+
+/// Session settings shared by every model of the process.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionOptions {
+    /// Intra-op threads.
+    pub intra_threads: usize,
+    /// CUDA choice.
+    pub cuda: Cuda,
+}
+
+/// An element type an integer input may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IntType {
+    I64,
+    I32,
+}
+
+/// An ONNX Runtime session as a core backend.
+pub struct OrtBackend {
+    session: Mutex<Session>,
+    feeds: Vec<(String, Feed, IntType)>,
+    output_f16: bool,
+    /// Which execution provider the session runs on (for logs and `/health`).
+    pub device: &'static str,
+}
+
+fn model_err(e: impl std::fmt::Display) -> Error {
+    Error::Model(e.to_string())
+}
+
+/// Opens an ONNX file (its external data next to it is found by ORT) with the process's
+/// settings: CUDA when asked or found, else CPU with a log line. Returns the session and the
+/// device it runs on. Every native engine (this backend, embedfn-host's `wasi:nn`) opens its
+/// sessions here.
+pub fn open_session(
+    env: &Environment,
+    path: &Path,
+    options: SessionOptions,
+) -> Result<(Session, &'static str)> {
+    // ONNX_FUSED_ATTENTION=false keeps the configured file even when a fused one lies beside it.
+    let use_fused = !matches!(
+        std::env::var("ONNX_FUSED_ATTENTION").as_deref(),
+        Ok("false" | "0" | "off")
+    );
+    let fused = if use_fused {
+        prefer_fused(path)
+    } else {
+        path.to_path_buf()
+    };
+    if fused != path {
+        tracing::info!(file = %fused.display(), "using the attention-fused model beside the configured file");
+    }
+    let path = fused.as_path();
+    let cpu = || session(env, path, options, false);
+    let (session, device) = match options.cuda {
+        Cuda::Off => (cpu(), "cpu"),
+        Cuda::On | Cuda::Auto => match session(env, path, options, true) {
+            Ok(s) => (Ok(s), "cuda"),
+            Err(e) => {
+                let msg = format!("CUDA execution provider unavailable ({e}); running on CPU");
+                if options.cuda == Cuda::On {
+                    tracing::warn!("{msg}");
+                } else {
+                    tracing::info!("{msg}");
+                }
+                (cpu(), "cpu")
+            }
+        },
+    };
+    let session = session.map_err(|e| Error::Model(format!("{}: {e}", path.display())))?;
+    Ok((session, device))
+}
+
+impl OrtBackend {
+    /// Builds a session from an ONNX file (see [`open_session`]).
+    pub fn load(env: &Environment, path: &Path, options: SessionOptions) -> Result<Self> {
+        let (session, device) = open_session(env, path, options)?;
+        let feeds = session
+            .inputs()
+            .iter()
+            .map(|input| feed_for(input.name(), input.dtype()))
+            .collect::<Result<Vec<_>>>()?;
+        let output = session
+            .outputs()
+            .first()
+            .ok_or_else(|| model_err(format!("{}: graph has no outputs", path.display())))?;
+        let output_f16 = output.dtype().tensor_type() == Some(TensorElementType::Float16);
+        Ok(Self {
+            session: Mutex::new(session),
+            feeds,
+            output_f16,
+            device,
+        })
+    }
+}
+
+/// A session builder with the process's settings at `level`; `cuda` registers the CUDA
+/// execution provider and fails when it cannot be used (the caller falls back to CPU).
+fn builder(
+    env: &Environment,
+    o: SessionOptions,
+    cuda: bool,
+    level: GraphOptimizationLevel,
+) -> std::result::Result<SessionBuilder, String> {
+    let s = |e: &dyn std::fmt::Display| e.to_string();
+    let mut builder = Session::builder(env)
+        .map_err(|e| s(&e))?
+        .with_optimization_level(level)
+        .map_err(|e| s(&e))?
+        .with_intra_threads(o.intra_threads)
+        .map_err(|e| s(&e))?
+        .with_intra_op_spinning(false)
+        .map_err(|e| s(&e))?
+        .with_inter_threads(1)
+        .map_err(|e| s(&e))?
+        // The memory budget needs each pass's memory back when it ends: no CPU arena (it keeps
+        // its high-water mark, per session) and no memory patterns (a cached plan per shape).
+        .with_memory_pattern(false)
+        .map_err(|e| s(&e))?;
+    // On CUDA the passes' memory is the GPU's; host memory holds little more than the outputs
+    // copied back, and an arena saves faulting fresh pages in for them on every pass.
+    let cpu = ort::ep::CPU::default().with_arena_allocator(cuda).build();
+    builder = if cuda {
+        let cuda = ort::ep::CUDA::default().build().error_on_failure();
+        builder.with_execution_providers([cuda, cpu])
+    } else {
+        builder.with_execution_providers([cpu])
+    }
+    .map_err(|e| s(&e))?;
+    Ok(builder)
+}
+
+/// One session: from the optimized-model cache when it holds this file, else optimized from
+/// the file itself (writing the optimized graph into the cache on the way).
+fn session(
+    env: &Environment,
+    path: &Path,
+    o: SessionOptions,
+    cuda: bool,
+) -> std::result::Result<Session, String> {
+    let s = |e: &dyn std::fmt::Display| e.to_string();
+    let entry = Entry::new(path, if cuda { "cuda" } else { "cpu" }, "all");
+    if let Some(cached) = entry.as_ref().and_then(Entry::ready) {
+        let started = std::time::Instant::now();
+        match builder(env, o, cuda, GraphOptimizationLevel::Disable)?.commit_from_file(&cached) {
+            Ok(session) => {
+                tracing::info!(model = %path.display(), cached = %cached.display(),
+                    ms = started.elapsed().as_millis(),
+                    "loaded ONNX Runtime's optimized model from the cache (graph optimization skipped)");
+                return Ok(session);
+            }
+            Err(e) => {
+                tracing::warn!(cached = %cached.display(), "cached optimized model unusable ({e}); optimizing again")
+            }
+        }
+    }
+    let mut b = builder(env, o, cuda, GraphOptimizationLevel::Level3)?;
+    let pending = entry.as_ref().and_then(Entry::begin);
+    if let Some(p) = &pending {
+        b = b
+            .with_optimized_model_path(p.model())
+            .map_err(|e| s(&e))?
+            .with_config_entry(
+                "session.optimized_model_external_initializers_file_name",
+                ort_cache::DATA,
+            )
+            .map_err(|e| s(&e))?
+            .with_config_entry(
+                "session.optimized_model_external_initializers_min_size_in_bytes",
+                "1024",
+            )
+            .map_err(|e| s(&e))?;
+    }
+    match b.commit_from_file(path) {
+        Ok(session) => {
+            if let Some(p) = pending {
+                p.finish();
+            }
+            Ok(session)
+        }
+        Err(e) => {
+            if let Some(p) = pending {
+                p.abandon();
+            }
+            Err(s(&e))
+        }
+    }
+}
+
+fn feed_for(name: &str, dtype: &ValueType) -> Result<(String, Feed, IntType)> {
+    let int = match dtype.tensor_type() {
+        Some(TensorElementType::Int64) => IntType::I64,
+        Some(TensorElementType::Int32) => IntType::I32,
+        other => {
+            return Err(model_err(format!(
+                "input '{name}' has type {other:?}; expected int64 or int32"
+            )))
+        }
+    };
+    let feed = Feed::for_input(name, dtype.tensor_shape().map_or(0, |s| s.len()))?;
+    Ok((name.to_string(), feed, int))
+}
+
+fn run_err(e: impl std::fmt::Display) -> Error {
+    Error::Backend(e.to_string())
+}
+
+/// An input tensor: int64 data is borrowed as is; int32 graphs get a narrowed copy.
+fn tensor(data: &[i64], shape: Vec<usize>, int: IntType) -> Result<SessionInputValue<'_>> {
+    Ok(match int {
+        IntType::I64 => TensorRef::from_array_view((shape, data))
+            .map_err(run_err)?
+            .into(),
+        IntType::I32 => {
+            let narrow: Vec<i32> = data.iter().map(|&v| v as i32).collect();
+            ort::value::Tensor::from_array((shape, narrow))
+                .map_err(run_err)?
+                .into()
+        }
+    })
+}
+
+impl Backend for OrtBackend {
+    fn forward(&self, batch: &Batch) -> Result<Tensor> {
+        let mut inputs: Vec<(&str, SessionInputValue)> = Vec::with_capacity(self.feeds.len());
+        for (name, feed, int) in &self.feeds {
+            let (data, shape) = batch.feed(*feed)?;
+            inputs.push((name.as_str(), tensor(data, shape, *int)?));
+        }
+        let value = {
+            let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+            let mut outputs = session.run(inputs).map_err(run_err)?;
+            let first = outputs.keys().next().map(str::to_owned);
+            first.and_then(|name| outputs.remove(name))
+        }
+        .ok_or_else(|| run_err("the model has no output"))?;
+        let (shape, data) = if self.output_f16 {
+            let (shape, data) = value.try_extract_tensor::<half::f16>().map_err(run_err)?;
+            (shape.clone(), data.iter().map(|x| x.to_f32()).collect())
+        } else {
+            // Read in place: ONNX Runtime's output buffer is the pass's largest.
+            let (shape, _) = value.try_extract_tensor::<f32>().map_err(run_err)?;
+            (shape.clone(), Values::held(F32Output(value)))
+        };
+        Ok(Tensor {
+            shape: shape.iter().map(|&d| d.max(0) as usize).collect(),
+            data,
+        })
+    }
+}
+
+/// An f32 output value, read where ONNX Runtime put it (checked to be f32 when made).
+struct F32Output(DynValue);
+
+impl AsRef<[f32]> for F32Output {
+    fn as_ref(&self) -> &[f32] {
+        self.0
+            .try_extract_tensor::<f32>()
+            .map_or(&[], |(_, data)| data)
+    }
+}
