@@ -8,7 +8,8 @@ PY="$VENV/bin/python"
 ORT_VERSION=1.31.1
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-log() { printf '\033[1m[embedfn]\033[0m %s\n' "$*" >&2; }
+# Each line says how long the calling script has run (SECONDS: bash's own clock).
+log() { printf '\033[1m[embedfn %dm%02ds]\033[0m %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*" >&2; }
 
 # Creates (once per lock change) a venv from a hash-locked requirements file: every package,
 # transitive ones included, at the version and hashes in the lock. tests/requirements.txt names

@@ -35,8 +35,8 @@ from test_wasm import raw_exchange
 LAMBDA_GLIBC = (2, 34)
 CPU = os.environ.get("EMBEDFN_QEMU_CPU", "neoverse-n1")
 TEXTS = ["Hello world", "你好，世界！这是一个测试。", "Ünïcödé, émojis 🎉 and    spaces", "word " * 700]
-#: MiniLM's int8 kernels run ~50x slower per token under qemu than the fp32 fixtures (see the
-#: README): short texts only
+#: MiniLM's int8 kernels run ~50x slower per token under qemu than the fp32 fixtures (see
+#: docs/testing.md): short texts only
 MINILM_TEXTS = ["Hello world", "Ünïcödé 🎉"]
 DOCS = ["The cat sat on the mat.", "Dogs are loyal animals.", "A very long document about cats. " * 120, ""]
 EM_AARCH64 = 183  # ELF e_machine

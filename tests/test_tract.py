@@ -11,6 +11,7 @@ import re
 import stat
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -219,3 +220,59 @@ def test_tract_build_imports_no_wasi_nn(tract_component):
     http = [i for i in imports if i.startswith("wasi:http/")]
     assert http and all("@0.2." in i for i in http), http
     assert "export wasi:http/incoming-handler@0.2.0;" in wit
+
+
+def test_the_api_key_is_read_per_request_and_never_shipped(start, wasmtime_cli, tract_component, models_dir,
+                                                           tmp_path):
+    """A key present while the component is pre-initialised must not be in the shipped file;
+    the key of the environment it is served with guards it, request by request."""
+    secret = "embedfn-secret-" + os.urandom(8).hex()
+    out = tmp_path / "embedfn.wasm"
+    minilm = models_dir / "minilm"
+    subprocess.run([wasmtime_cli, "wizer", "-S", "cli=y", "-S", "http=y", "--keep-init-func=true",
+                    "--dir", f"{minilm}::/models/minilm", "--env", "EMBEDDINGS_MODEL_ID=/models/minilm",
+                    "--env", "RERANKER_MODEL_ID=none", "--env", f"API_KEY={secret}",
+                    "-o", str(out), tract_component], check=True, capture_output=True, timeout=600)
+    shipped = out.read_bytes()
+    assert secret.encode() not in shipped, "the API key was frozen into the pre-initialised component"
+    served = serve_stock(start, wasmtime_cli, str(out), "--env", "API_KEY=live-key")
+    assert served.post("/api/embed", {"input": "hi"}).status_code == 401
+    assert served.post("/api/embed", {"input": "hi"}, headers={"Authorization": "Bearer " + secret}).status_code == 401
+    ok = served.post("/api/embed", {"input": "hi"}, headers={"Authorization": "Bearer live-key"})
+    assert ok.status_code == 200, ok.text
+    assert served.get("/health").status_code == 200
+    served.stop()
+    open_server = serve_stock(start, wasmtime_cli, str(out))
+    assert open_server.post("/api/embed", {"input": "hi"}).status_code == 200
+    open_server.stop()
+
+
+def test_embedfn_host_stops_a_guest_past_its_deadline(start, host_binary, snapshot, models_dir):
+    """A guest that runs on (here: tens of seconds of tract work) is interrupted at
+    REQUEST_TIMEOUT_MS by the epoch deadline: 504, and the host keeps serving."""
+    component = snapshot(embedder=models_dir / "minilm")
+    host = start(host_binary, [component, "--no-nn"], EMBEDDINGS_MODEL_ID="none", RERANKER_MODEL_ID="none",
+                 REQUEST_TIMEOUT_MS="500")
+    started = time.time()
+    r = host.post("/api/embed", {"input": ["fox " * 250 + str(i) for i in range(256)]})
+    took = time.time() - started
+    reports.LINES.append(f"embedfn-host, a guest past REQUEST_TIMEOUT_MS=500: {r.status_code} in {took:.2f} s")
+    assert r.status_code == 504 and "REQUEST_TIMEOUT_MS" in r.json()["error"], r.text[:300]
+    assert took < 5, took
+    assert host.post("/api/embed", {"input": "hi"}).status_code == 200
+    assert host.get("/health").status_code == 200
+
+
+def test_embedfn_host_admits_a_bounded_number_of_requests(start, host_binary, snapshot, models_dir):
+    component = snapshot(embedder=models_dir / "minilm")
+    host = start(host_binary, [component, "--no-nn"], EMBEDDINGS_MODEL_ID="none", RERANKER_MODEL_ID="none",
+                 MAX_CONCURRENT_REQUESTS="1", MAX_QUEUE="0", REQUEST_TIMEOUT_MS="3000")
+    import threading
+    heavy = threading.Thread(target=lambda: host.post("/api/embed", {"input": ["fox " * 250] * 256}))
+    heavy.start()
+    time.sleep(0.5)
+    r = host.post("/api/embed", {"input": "hi"})
+    assert r.status_code == 503 and int(r.headers["Retry-After"]) >= 1, r.text[:300]
+    assert host.get("/health").status_code == 200, "GET routes are never queued"
+    heavy.join(30)
+    assert host.post("/api/embed", {"input": "hi"}).status_code == 200

@@ -16,7 +16,7 @@ snapshot  pre-initialises the component (Wizer): tokenizers and model configs in
                     EMBEDDINGS_MODEL_ID or RERANKER_MODEL_ID pointing at it (by its config.json).
                     Without --graph: EMBEDDINGS_MODEL_ID and RERANKER_MODEL_ID (local
                     directories or Hugging Face ids, as for the native server).
-  --listen ADDR     default HOST:PORT from the environment, else 0.0.0.0:8000
+  --listen ADDR     default HOST:PORT from the environment, else 127.0.0.1:8000
   --env K=V         an environment variable for the component (TASK_INSTRUCTIONS, API_KEY, …)
   --snapshot        pre-initialise in memory before serving
   --no-nn           do not provide wasi:nn (for components that run their model inside)

@@ -14,6 +14,9 @@ use crate::guest::{self, Guest};
 /// Instances alive at once (concurrent requests).
 const INSTANCES: u32 = 64;
 
+/// How often the engine's epoch advances: the resolution of each instance's deadline.
+pub const EPOCH: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// The engine every component runs on; an instance may grow its memory to `max_memory_mb`.
 pub fn engine(max_memory_mb: u64) -> anyhow::Result<Engine> {
     let mut pool = PoolingAllocationConfig::default();
@@ -24,7 +27,21 @@ pub fn engine(max_memory_mb: u64) -> anyhow::Result<Engine> {
         .max_memory_size(usize::try_from(max_memory_mb << 20)?);
     let mut config = Config::new();
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    Ok(Engine::new(&config)?)
+    // Guests are interrupted at their deadline (`Store::set_epoch_deadline`): one thread
+    // advances the epoch for the process's lifetime.
+    config.epoch_interruption(true);
+    let engine = Engine::new(&config)?;
+    let ticker = engine.weak();
+    std::thread::Builder::new()
+        .name("embedfn-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = ticker.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH);
+            }
+        })?;
+    Ok(engine)
 }
 
 /// `wasm` compiled for `engine`, from the cache when it was compiled before.
@@ -66,6 +83,8 @@ fn key(engine: &Engine, wasm: &[u8]) -> String {
 pub async fn snapshot(engine: &Engine, guest: &Guest, wasm: &[u8]) -> anyhow::Result<Vec<u8>> {
     let linker = guest::linker(engine, true)?;
     let mut store = Store::new(engine, guest.store_data()?);
+    // Pre-initialisation has no request deadline.
+    store.set_epoch_deadline(u64::MAX / 2);
     // Wizer reads the whole linear memory back through the component model; a component with
     // a model inside (the tract build) has more of it than the default 128 MiB allowance.
     store.set_hostcall_fuel(usize::MAX);

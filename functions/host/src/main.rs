@@ -20,7 +20,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use embedfn_core::admission::Queue;
 use embedfn_core::dynamic::BatchingOptions;
+use embedfn_core::settings::SECRETS;
 use embedfn_core::{BatchLimits, Place, Settings};
 use embedfn_ort::ort_backend::SessionOptions;
 use embedfn_ort::{models, runtime, system};
@@ -96,11 +98,15 @@ async fn run(args: cli::Args) -> anyhow::Result<()> {
     // The component reads the same settings as the native server: every one that applies to
     // it is forwarded from the host's environment (and `--env` adds or overrides).
     let mut env = Settings::for_component(|k| std::env::var(k).ok());
+    // The model variables are the host's to set: they point at its mounts (`Guest::new`).
+    env.retain(|(k, _)| k != "EMBEDDINGS_MODEL_ID" && k != "RERANKER_MODEL_ID");
     env.extend(args.env.iter().cloned());
     let wasm = std::fs::read(&args.component)
         .with_context(|| format!("reading {}", args.component.display()))?;
     match args.command {
         Command::Snapshot { out } => {
+            // The snapshot's memory is shipped: no secret may reach its pre-initialisation.
+            env.retain(|(k, _)| !SECRETS.contains(&k.as_str()));
             let engine = compile::engine(4096)?;
             let guest = Guest::new(models, env, Graphs::default(), None);
             let started = std::time::Instant::now();
@@ -154,7 +160,16 @@ async fn run(args: cli::Args) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(&addr)
                 .await
                 .with_context(|| format!("listening on {addr}"))?;
-            Arc::new(Server { pre, guest }).run(listener).await
+            Arc::new(Server {
+                pre,
+                guest,
+                queue: Queue::new(settings.admission),
+                max_body: settings.limits.max_body_bytes,
+                body_timeout: settings.body_timeout,
+                request_timeout: settings.request_timeout,
+            })
+            .run(listener)
+            .await
         }
     }
 }

@@ -176,7 +176,8 @@ impl OrtContext {
 
 /// The guest's inputs as a core batch, when they are exactly a text model's: int64
 /// `input_ids` and `attention_mask` of one `[batch, seq]` shape, optional `token_type_ids` of
-/// that shape and a one-element `task_id`.
+/// that shape and a one-element `task_id`. The guest is not trusted: a shape whose element
+/// count overflows, or data of another length than the shape says, is no batch.
 fn text_batch(inputs: &[(String, Tensor)], pad_id: i64) -> Option<Batch> {
     let get = |name: &str| inputs.iter().find(|(n, _)| n == name).map(|(_, t)| t);
     let ints =
@@ -188,17 +189,22 @@ fn text_batch(inputs: &[(String, Tensor)], pad_id: i64) -> Option<Batch> {
     let [rows, seq] = ids.dimensions[..] else {
         return None;
     };
+    let n = usize::try_from(rows)
+        .ok()?
+        .checked_mul(usize::try_from(seq).ok()?)?;
+    let ints = |t: &Tensor| ints(t).filter(|v| v.len() == n);
     let mask = get(Feed::AttentionMask.name()).filter(|t| t.dimensions == ids.dimensions)?;
     let types = match get(Feed::TokenTypeIds.name()) {
         Some(t) if t.dimensions == ids.dimensions => ints(t)?,
         Some(_) => return None,
-        None => vec![0; (rows * seq) as usize],
+        None => vec![0; n],
     };
     let task_id = match get(Feed::TaskId(1).name()) {
-        Some(t) => match ints(t)?[..] {
+        Some(t) if t.ty == TensorType::I64 => match elements(&t.data, i64::from_le_bytes)[..] {
             [id] => Some(id),
             _ => return None,
         },
+        Some(_) => return None,
         None => None,
     };
     Some(Batch {

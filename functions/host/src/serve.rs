@@ -1,12 +1,19 @@
 //! Serving the component over HTTP/1.1, as `wasmtime serve` and Spin do: a fresh instance per
 //! request from a pre-instantiated component on the pooling allocator. A guest trap, or a guest
 //! that never answers, becomes a 500 JSON error and the host keeps serving.
+//!
+//! What a request can cost is bounded as on the native server: the host reads the body first
+//! (`MAX_BODY_BYTES`, `BODY_TIMEOUT_MS`), so a slow client holds no instance; the core's
+//! bounded [`Queue`] admits model requests (`MAX_CONCURRENT_REQUESTS`, 503 + `Retry-After`
+//! beyond); each instance runs on a blocking thread, never on the async workers (its `wasi:nn`
+//! compute blocks), and under an epoch deadline: a guest still running after
+//! `REQUEST_TIMEOUT_MS` is interrupted (504) and the host keeps serving.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::server::conn::http1;
 use hyper::{Request, Response, StatusCode};
 use wasmtime::Store;
@@ -16,12 +23,25 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::WasiHttpView;
 
+use embedfn_core::admission::Queue;
+use embedfn_core::router::{api_for, error_reply, too_large};
+use embedfn_core::{Error, Reply};
+
+use crate::compile::EPOCH;
 use crate::guest::{Guest, Host};
 
 /// The pre-instantiated component and what every instance gets.
 pub struct Server {
     pub pre: ProxyPre<Host>,
     pub guest: Guest,
+    /// Admission of model requests.
+    pub queue: Queue,
+    /// `MAX_BODY_BYTES`.
+    pub max_body: usize,
+    /// `BODY_TIMEOUT_MS`.
+    pub body_timeout: Duration,
+    /// `REQUEST_TIMEOUT_MS`: the epoch deadline of each instance.
+    pub request_timeout: Duration,
 }
 
 impl Server {
@@ -57,44 +77,81 @@ impl Server {
         Ok(())
     }
 
-    /// One request in a fresh instance.
+    /// One request in a fresh instance, once its body is in and it is admitted.
     async fn handle(&self, req: Request<hyper::body::Incoming>) -> Response<HyperOutgoingBody> {
         let started = Instant::now();
+        let api = api_for(req.uri().path());
+        let (parts, body) = req.into_parts();
+        let read = Limited::new(body, self.max_body.saturating_add(1)).collect();
+        let body = match tokio::time::timeout(self.body_timeout, read).await {
+            Ok(Ok(body)) => body.to_bytes(),
+            Ok(Err(_)) => return reply_response(error_reply(api, &too_large(self.max_body))),
+            Err(_) => {
+                let e = Error::BodyTimeout(format!(
+                    "the request body did not arrive within {} ms (BODY_TIMEOUT_MS)",
+                    self.body_timeout.as_millis()
+                ));
+                return reply_response(error_reply(api, &e));
+            }
+        };
+        let _permit = if parts.method == hyper::Method::GET || parts.method == hyper::Method::HEAD {
+            None
+        } else {
+            match self.queue.admit().await {
+                Ok(permit) => Some(permit),
+                Err(e) => return reply_response(error_reply(api, &e)),
+            }
+        };
+        let req = Request::from_parts(parts, body);
         let response = match self.instance(req).await {
             Ok(response) => response,
             Err(e) => {
                 tracing::error!("request failed in the component: {e:?}");
                 let trap = e.chain().find_map(|c| c.downcast_ref::<wasmtime::Trap>());
-                error_response(&match trap {
-                    Some(trap) => format!("the component trapped: {trap}"),
-                    None => "the component failed to answer".to_string(),
-                })
+                let e = match trap {
+                    Some(wasmtime::Trap::Interrupt) => Error::Timeout(format!(
+                        "the component ran past {} ms (REQUEST_TIMEOUT_MS) and was stopped",
+                        self.request_timeout.as_millis()
+                    )),
+                    Some(trap) => Error::Backend(format!("the component trapped: {trap}")),
+                    None => Error::Backend("the component failed to answer".to_string()),
+                };
+                reply_response(error_reply(api, &e))
             }
         };
         tracing::debug!(status = %response.status(), us = started.elapsed().as_micros(), "request");
         response
     }
 
-    async fn instance(
-        &self,
-        req: Request<hyper::body::Incoming>,
-    ) -> anyhow::Result<Response<HyperOutgoingBody>> {
+    async fn instance(&self, req: Request<Bytes>) -> anyhow::Result<Response<HyperOutgoingBody>> {
         let mut store = Store::new(self.pre.engine(), self.guest.store_data()?);
+        // The guest traps once the epoch ticker has passed the request's deadline.
+        let ticks = (self.request_timeout.as_millis() / EPOCH.as_millis()).max(1);
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
         let (sender, receiver) = tokio::sync::oneshot::channel();
+        let (parts, bytes) = req.into_parts();
+        let body = Full::new(bytes).map_err(
+            |never: std::convert::Infallible| -> wasmtime_wasi_http::Error { match never {} },
+        );
         let req = store
             .data_mut()
             .http()
-            .new_incoming_request(Scheme::Http, req)?;
+            .new_incoming_request(Scheme::Http, Request::from_parts(parts, body))?;
         let out = store.data_mut().http().new_response_outparam(sender)?;
         let pre = self.pre.clone();
-        let task = tokio::task::spawn(async move {
-            let started = Instant::now();
-            let proxy = pre.instantiate_async(&mut store).await?;
-            tracing::debug!(us = started.elapsed().as_micros(), "instantiated");
-            proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut store, req, out)
-                .await
+        // The instance runs on a blocking thread: its `wasi:nn` compute blocks, and must not
+        // hold up the async workers that accept and read other requests.
+        let runtime = tokio::runtime::Handle::current();
+        let task = tokio::task::spawn_blocking(move || {
+            runtime.block_on(async move {
+                let started = Instant::now();
+                let proxy = pre.instantiate_async(&mut store).await?;
+                tracing::debug!(us = started.elapsed().as_micros(), "instantiated");
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, req, out)
+                    .await
+            })
         });
         match receiver.await {
             Ok(Ok(response)) => Ok(response),
@@ -111,21 +168,25 @@ impl Server {
     }
 }
 
-/// A 500 with the Ollama-shaped JSON error body.
-fn error_response(message: &str) -> Response<HyperOutgoingBody> {
-    let body = serde_json::json!({ "error": message }).to_string();
+/// The core's reply (an error the host answers itself) as a response.
+fn reply_response(reply: Reply) -> Response<HyperOutgoingBody> {
     let mut response = Response::new(
-        Full::new(Bytes::from(body))
+        Full::new(Bytes::from(reply.body))
             .map_err(
                 |never: std::convert::Infallible| -> wasmtime_wasi_http::Error { match never {} },
             )
             .boxed_unsync(),
     );
-    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-    response.headers_mut().insert(
+    *response.status_mut() =
+        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    headers.insert(
         hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
+        hyper::header::HeaderValue::from_static(reply.content_type),
     );
+    if let Some(seconds) = reply.retry_after {
+        headers.insert(hyper::header::RETRY_AFTER, seconds.into());
+    }
     response
 }
 

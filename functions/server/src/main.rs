@@ -23,9 +23,7 @@ async fn run(settings: Settings, app: App<Engine>) -> Result<(), String> {
         return lambda::run(app).await;
     }
     let addr = format!("{}:{}", settings.host, settings.port);
-    server::serve(app, &addr, settings.admission)
-        .await
-        .map_err(|e| format!("server on {addr}: {e}"))
+    server::serve(app, &addr, &settings).await
 }
 
 /// Logs to stderr: JSON lines in Lambda (CloudWatch parses them), plain text elsewhere.
@@ -117,7 +115,12 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())
-        .and_then(|rt| rt.block_on(run(settings, app)));
+        .and_then(|rt| {
+            let served = rt.block_on(run(settings, app));
+            // Work still running after the grace period is not waited for.
+            rt.shutdown_timeout(std::time::Duration::ZERO);
+            served
+        });
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),

@@ -13,8 +13,8 @@ mod nn;
 mod state;
 
 use embedfn_core::api::Api;
-use embedfn_core::router::error_reply;
-use embedfn_core::{route, Error, Reply};
+use embedfn_core::router::{check_key, error_reply};
+use embedfn_core::{route, ApiKey, Error, Reply};
 use spin_sdk::http::{Request, Response};
 use spin_sdk::http_component;
 
@@ -49,26 +49,27 @@ bindings::export!(Component with_types_in bindings);
 #[http_component]
 fn handle(req: Request) -> Response {
     let started = std::time::Instant::now();
-    let reply = match state::app() {
-        Ok(app) => {
-            let headers: Vec<(&str, &str)> = req
-                .headers()
-                .filter_map(|(name, value)| Some((name, value.as_str()?)))
-                .collect();
-            route(
-                app,
-                &embedfn_core::Request {
-                    method: &req.method().to_string(),
-                    path: req.path_and_query().unwrap_or_else(|| req.path()),
-                    headers: &headers,
-                    body: req.body(),
-                },
-            )
-        }
-        Err(why) => error_reply(Api::Ollama, &Error::Model(why.to_string())),
-    };
     // The live environment: the C library's copy was taken at pre-initialisation.
-    let environment = wasip2::cli::environment::get_environment();
+    let environment = state::environment();
+    let key = state::var(&environment, "API_KEY")
+        .filter(|k| !k.trim().is_empty())
+        .map(ApiKey::new);
+    let headers: Vec<(&str, &str)> = req
+        .headers()
+        .filter_map(|(name, value)| Some((name, value.as_str()?)))
+        .collect();
+    let method = req.method().to_string();
+    let request = embedfn_core::Request {
+        method: &method,
+        path: req.path_and_query().unwrap_or_else(|| req.path()),
+        headers: &headers,
+        body: req.body(),
+    };
+    let reply = match (check_key(key.as_ref(), &request), state::app()) {
+        (Some(refused), _) => refused,
+        (None, Ok(app)) => route(app, &request),
+        (None, Err(why)) => error_reply(Api::Ollama, &Error::Model(why.to_string())),
+    };
     if environment.iter().any(|(k, _)| k == "EMBEDFN_LOG_MEMORY") {
         eprintln!("embedfn: linear memory {} bytes", memory_bytes());
     }

@@ -6,7 +6,9 @@
 //! with the component's defaults ([`Place::Component`]): `EMBEDDINGS_MODEL_ID` and
 //! `RERANKER_MODEL_ID` name model directories in the component's filesystem (the `wasi:nn` graph
 //! has the directory's name); the tract build runs passes of at most
-//! [`BatchLimits::on_one_thread`] sequences unless `MAX_BATCH_SIZE` says otherwise.
+//! [`BatchLimits::on_one_thread`] sequences unless `MAX_BATCH_SIZE` says otherwise. They come
+//! from the live WASI environment, never std's copy of it, so that nothing of the environment at
+//! pre-initialisation (an `API_KEY`) stays in the snapshot's memory.
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -78,8 +80,20 @@ fn load(dir: &str, expected: ModelKind) -> Result<(ModelSpec, TextTokenizer, Ser
     Ok((spec, tokenizer, Served { info, model: () }))
 }
 
+/// The component's live environment (WASI `get-environment`): what the host gives this
+/// instance now. std's copy would be taken once, at pre-initialisation, into the snapshot.
+pub fn environment() -> Vec<(String, String)> {
+    wasip2::cli::environment::get_environment()
+}
+
+/// A variable of the live environment.
+pub fn var(env: &[(String, String)], name: &str) -> Option<String> {
+    env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+}
+
 fn build() -> Result<App<Engine>> {
-    let settings = Settings::from_lookup(|k| std::env::var(k).ok(), Place::Component)
+    let env = environment();
+    let settings = Settings::from_lookup(|k| var(&env, k), Place::Component)
         .map_err(|e| Error::Model(e.to_string()))?;
     // tract runs the model on this one thread; `wasi:nn` hosts run it on their own threads.
     let batch = settings.batch(if cfg!(feature = "tract") {
@@ -128,6 +142,7 @@ fn build() -> Result<App<Engine>> {
         rerankers,
     });
     app.limits = settings.limits;
-    app.api_key = settings.api_key;
+    // `API_KEY` is read per request ([`crate::handle`]), never kept: a key present at
+    // pre-initialisation must not be frozen into the shipped component.
     Ok(app)
 }

@@ -19,6 +19,8 @@ pub struct Limits {
     pub max_inputs: usize,
     /// Documents per rerank request.
     pub max_documents: usize,
+    /// Numbers (tokens × width) one TEI `/embed_all` answer may hold.
+    pub max_embed_all_values: usize,
 }
 
 impl Default for Limits {
@@ -27,6 +29,8 @@ impl Default for Limits {
             max_body_bytes: 8 * 1024 * 1024,
             max_inputs: 2048,
             max_documents: 1000,
+            // 4 Mi numbers: ≈ 40 MB of JSON (2,730 tokens of a 1536-wide model).
+            max_embed_all_values: 4 << 20,
         }
     }
 }
@@ -85,28 +89,27 @@ impl std::fmt::Debug for ApiKey {
 /// The one path that needs no API key (load balancers and orchestrators probe it).
 pub const OPEN: &str = "/health";
 
-impl<B> App<B> {
-    /// Checks `Authorization: Bearer <key>` when the app has a key, in constant time.
-    pub(crate) fn authorize(&self, path: &str, headers: &[(&str, &str)]) -> Result<()> {
-        let Some(key) = &self.api_key else {
-            return Ok(());
-        };
-        if path == OPEN {
-            return Ok(());
-        }
-        let given = headers
-            .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case("authorization"))
-            .and_then(|(_, value)| {
-                let (scheme, token) = value.trim().split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-            });
-        match given {
-            Some(token) if key.matches(token) => Ok(()),
-            Some(_) => Err(Error::Unauthorized("invalid API key".into())),
-            None => Err(Error::Unauthorized(
-                "missing API key: send 'Authorization: Bearer <key>'".into(),
-            )),
-        }
+/// Checks `Authorization: Bearer <key>` against `key` (when there is one) in constant time;
+/// `path` is the route table's path of the request ([`OPEN`] needs no key).
+pub fn authorize(key: Option<&ApiKey>, path: &str, headers: &[(&str, &str)]) -> Result<()> {
+    let Some(key) = key else {
+        return Ok(());
+    };
+    if path == OPEN {
+        return Ok(());
+    }
+    let given = headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+        .and_then(|(_, value)| {
+            let (scheme, token) = value.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
+    match given {
+        Some(token) if key.matches(token) => Ok(()),
+        Some(_) => Err(Error::Unauthorized("invalid API key".into())),
+        None => Err(Error::Unauthorized(
+            "missing API key: send 'Authorization: Bearer <key>'".into(),
+        )),
     }
 }

@@ -148,6 +148,13 @@ impl Tensor {
             )));
         }
         let row_len: usize = rest.iter().product();
+        if self.data.len() != total * row_len {
+            return Err(Error::Backend(format!(
+                "model output has {} values for shape {:?}",
+                self.data.len(),
+                self.shape
+            )));
+        }
         let mut out = Vec::with_capacity(parts.len());
         let mut start = 0;
         for b in parts {
@@ -279,14 +286,53 @@ impl BatchLimits {
 /// contexts.
 pub const MAX_REQUEST_TOKENS: usize = 262_144;
 
-/// Rejects a request whose sequences hold more than `max` tokens in all (413, like its body).
-pub fn check_request_tokens(total: usize, max: usize) -> Result<()> {
-    if total > max {
-        return Err(Error::PayloadTooLarge(format!(
-            "the request has {total} tokens, more than the limit of {max} per request"
-        )));
+/// A request's tokens, counted as its sequences are made: the request stops (413, like its
+/// body) as soon as they pass `MAX_REQUEST_TOKENS`, before the rest of it is tokenized.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestTokens {
+    total: usize,
+    max: usize,
+}
+
+impl RequestTokens {
+    /// A count that may reach `max`.
+    pub fn new(max: usize) -> Self {
+        Self { total: 0, max }
     }
-    Ok(())
+
+    /// Adds a sequence's tokens; refuses the request once the total passes the cap.
+    pub fn add(&mut self, tokens: usize) -> Result<()> {
+        self.total = self.total.saturating_add(tokens);
+        if self.total > self.max {
+            return Err(self.refused());
+        }
+        Ok(())
+    }
+
+    /// The 413 for a request found to hold more tokens than the rest of its allowance (a text
+    /// that was not tokenized to its end).
+    pub fn exceeded(&mut self) -> Error {
+        self.total = self.total.max(self.max.saturating_add(1));
+        self.refused()
+    }
+
+    fn refused(&self) -> Error {
+        Error::PayloadTooLarge(format!(
+            "the request has more than {} tokens (at least {}): the limit is {} per request \
+             (MAX_REQUEST_TOKENS)",
+            self.max, self.total, self.max
+        ))
+    }
+
+    /// Tokens the request may still add.
+    pub fn remaining(&self) -> usize {
+        self.max - self.total
+    }
+
+    /// Tokens counted so far.
+    pub fn total(&self) -> usize {
+        self.total
+    }
 }
 
 /// Groups sequence indices into forward passes: longest first, so each group's padding is

@@ -125,7 +125,16 @@ impl<B: Backend + 'static> Batcher<B> {
             let (engine, recorder, worker_gate) = (inner.clone(), metrics.clone(), gate.clone());
             std::thread::Builder::new()
                 .name("embedfn-batcher".into())
-                .spawn(move || work(&*engine, &recorder, &rx, options, worker_gate.as_ref()))
+                .spawn(move || {
+                    // Passes catch their own panics; anything else that ends the worker while
+                    // senders remain leaves the model unservable, and says so.
+                    let stopped = catch_unwind(AssertUnwindSafe(|| {
+                        work(&*engine, &recorder, &rx, options, worker_gate.as_ref())
+                    }));
+                    if stopped.is_err() {
+                        recorder.broken("the batching thread stopped");
+                    }
+                })
                 .map_err(|e| Error::Backend(format!("cannot start the batching thread: {e}")))?;
             Some(tx)
         } else {
@@ -147,7 +156,10 @@ impl<B: Backend> Backend for Batcher<B> {
                 .map(|mut t| t.remove(0));
         };
         let (reply, answer) = mpsc::sync_channel(1);
-        let stopped = || Error::Backend("the batching thread has stopped".into());
+        let stopped = || {
+            self.metrics.broken("the batching thread stopped");
+            Error::Unhealthy("the batching thread has stopped; the server is restarting".into())
+        };
         queue
             .send(Job {
                 batch: batch.clone(),
@@ -188,7 +200,11 @@ fn work<B: Backend>(
         }
         let group = take_group(&mut pending, options.limits, gate);
         let batches: Vec<&Batch> = group.iter().map(|j| &j.batch).collect();
-        match run(engine, metrics, gate, &batches) {
+        // A panic anywhere in the pass (merging, the engine, splitting) fails this pass's
+        // requests only; the worker goes on with the next.
+        let result = catch_unwind(AssertUnwindSafe(|| run(engine, metrics, gate, &batches)))
+            .unwrap_or_else(|_| Err(Error::Backend("the forward pass panicked".into())));
+        match result {
             Ok(tensors) => {
                 for (job, tensor) in group.iter().zip(tensors) {
                     let _ = job.reply.send(Ok(tensor));
@@ -423,5 +439,28 @@ mod tests {
             let e = b.forward(&batch(1, None)).unwrap_err();
             assert!(e.to_string().contains("panicked"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_pass_that_panics_fails_alone_and_the_worker_goes_on() {
+        /// Panics on a batch whose first id is 666, else sums like [`Summer`].
+        struct Picky(Summer);
+        impl Backend for Picky {
+            fn forward(&self, b: &Batch) -> Result<Tensor> {
+                assert_ne!(b.input_ids[0], 666, "engine bug");
+                self.0.forward(b)
+            }
+        }
+        let metrics = Arc::new(Metrics::default());
+        let b = Batcher::new(
+            Picky(Summer::default()),
+            BatchingOptions::default(),
+            metrics.clone(),
+        )
+        .unwrap();
+        let e = b.forward(&batch(666, None)).unwrap_err();
+        assert_eq!(e.status(), 500, "{e}");
+        assert_eq!(b.forward(&batch(1, None)).unwrap().data.to_vec(), vec![2.0]);
+        assert_eq!(metrics.unhealthy(), None);
     }
 }

@@ -5,12 +5,12 @@
 use std::sync::Arc;
 
 use crate::backend::{Backend, Tensor};
-use crate::batch::{check_request_tokens, plan_within, Batch, BatchLimits, MAX_REQUEST_TOKENS};
+use crate::batch::{plan_within, Batch, BatchLimits, RequestTokens, MAX_REQUEST_TOKENS};
 use crate::error::{Error, Result};
 use crate::memory::{Budget, Fit, PassModel};
 use crate::pooling;
 use crate::spec::ModelSpec;
-use crate::tokenize::{Side, TextTokenizer, Tokens};
+use crate::tokenize::{Length, Side, TextTokenizer, Tokens};
 
 /// One input to embed.
 #[derive(Debug, Clone, PartialEq)]
@@ -162,12 +162,7 @@ impl<B: Backend> Embedder<B> {
             self.late_chunked(inputs, instruction, task_id)?
         } else {
             let fit = self.fit();
-            let seqs = inputs
-                .iter()
-                .map(|input| self.sequence(input, instruction, params, fit.as_ref()))
-                .collect::<Result<Vec<_>>>()?;
-            let tokens = seqs.iter().map(Tokens::len).sum();
-            check_request_tokens(tokens, self.options.max_request_tokens)?;
+            let (seqs, tokens) = self.sequences(inputs, instruction, params, fit.as_ref())?;
             (self.pooled(&seqs, task_id, fit.as_ref())?, tokens)
         };
         let vectors = vectors
@@ -191,11 +186,29 @@ impl<B: Backend> Embedder<B> {
     /// and truncation applied), without running it.
     pub fn tokenize(&self, inputs: &[Input], params: &EmbedParams) -> Result<Vec<Tokens>> {
         let (_, instruction) = self.task(params.task.as_deref())?;
-        let fit = self.fit();
-        inputs
-            .iter()
-            .map(|input| self.sequence(input, instruction, params, fit.as_ref()))
-            .collect()
+        Ok(self
+            .sequences(inputs, instruction, params, self.fit().as_ref())?
+            .0)
+    }
+
+    /// Every input's sequence, tokens counted as they are made: a request stops at
+    /// `max_request_tokens` before the rest of it is tokenized. Returns them and the total.
+    fn sequences(
+        &self,
+        inputs: &[Input],
+        instruction: &str,
+        params: &EmbedParams,
+        fit: Option<&Fit>,
+    ) -> Result<(Vec<Tokens>, usize)> {
+        let mut count = RequestTokens::new(self.options.max_request_tokens);
+        let mut seqs = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            crate::deadline::check()?;
+            let seq = self.sequence(input, instruction, params, fit)?;
+            count.add(seq.len())?;
+            seqs.push(seq);
+        }
+        Ok((seqs, count.total()))
     }
 
     /// The tokenizer (TEI's `/tokenize` and `/decode` use it directly).
@@ -210,21 +223,26 @@ impl<B: Backend> Embedder<B> {
 
     /// Token-level output of each input (TEI's `/embed_all`): one `hidden`-wide row per token
     /// of the sequence the model ran, special tokens included, padding left out.
+    /// The answer may hold at most `max_values` numbers (tokens × width), checked before any
+    /// pass runs.
     pub fn token_embeddings(
         &self,
         inputs: &[Input],
         params: &EmbedParams,
+        max_values: usize,
     ) -> Result<Vec<Vec<Vec<f32>>>> {
         let (task_id, instruction) = self.task(params.task.as_deref())?;
         let fit = self.fit();
-        let seqs = inputs
-            .iter()
-            .map(|input| self.sequence(input, instruction, params, fit.as_ref()))
-            .collect::<Result<Vec<_>>>()?;
-        check_request_tokens(
-            seqs.iter().map(Tokens::len).sum(),
-            self.options.max_request_tokens,
-        )?;
+        let (seqs, tokens) = self.sequences(inputs, instruction, params, fit.as_ref())?;
+        // The answer is every token's row: its size follows the tokens, bounded before any pass.
+        let values = tokens.saturating_mul(self.spec.dims);
+        if values > max_values {
+            return Err(Error::PayloadTooLarge(format!(
+                "the answer would hold {tokens} tokens x {} values = {values} numbers, more than \
+                 the limit of {max_values} (MAX_EMBED_ALL_VALUES); send fewer or shorter inputs",
+                self.spec.dims
+            )));
+        }
         let mut out = vec![Vec::new(); seqs.len()];
         self.each_output(&seqs, task_id, fit.as_ref(), |i, output, hidden| {
             let Output::Tokens(rows, _) = output else {
@@ -277,19 +295,20 @@ impl<B: Backend> Embedder<B> {
         let max = self.max_length(params.max_length)?;
         let truncate = params.truncate;
         let limit = self.limit(fit).min(max);
-        let check = |len: usize| {
-            if len > max && !truncate {
+        let check = |len: Length| {
+            if len.tokens > max && !truncate {
                 return Err(too_long(len, max));
             }
             // Cutting to nothing but the special tokens would answer with a meaningless vector.
             let floor = self.tokenizer.single_specials() + 1;
-            if len > limit && (!truncate || limit < floor) {
+            if len.tokens > limit && (!truncate || limit < floor) {
                 return Err(too_large_for_memory(len, limit));
             }
             Ok(())
         };
         match input {
             Input::Text(text) => {
+                // Only enough of the text is tokenized to tell whether it is longer than `limit`.
                 let (tokens, full) = self.tokenizer.single_from(
                     &format!("{instruction}{text}"),
                     limit,
@@ -308,7 +327,10 @@ impl<B: Backend> Embedder<B> {
                         self.spec.vocab_size
                     )));
                 }
-                check(ids.len())?;
+                check(Length {
+                    tokens: ids.len(),
+                    exact: true,
+                })?;
                 let keep = ids.len().min(limit);
                 let ids = match params.side {
                     Side::Right => ids[..keep].to_vec(),
@@ -365,6 +387,7 @@ impl<B: Backend> Embedder<B> {
         let lengths: Vec<usize> = seqs.iter().map(Tokens::len).collect();
         let fits = |batch, seq| fit.is_none_or(|f| f.fits(batch, seq));
         for group in plan_within(&lengths, self.options.batch, fits) {
+            crate::deadline::check()?;
             let rows: Vec<&Tokens> = group.iter().map(|&i| &seqs[i]).collect();
             let batch = Batch::pad(&rows, self.tokenizer.pad_id(), task_id);
             let tensor = self.backend.forward(&batch)?;
@@ -416,6 +439,7 @@ impl<B: Backend> Embedder<B> {
         if seq.len() > limit {
             return Err(too_large_for_memory(seq.len(), limit));
         }
+        crate::deadline::check()?;
         let batch = Batch::pad(&[&seq], self.tokenizer.pad_id(), task_id);
         let tensor = self.backend.forward(&batch)?;
         let hidden = self.check_output(&tensor, &batch)?;
@@ -479,7 +503,7 @@ fn default_task(tasks: &[String]) -> String {
 }
 
 /// The 413 for a sequence the memory budget cannot run, naming how many tokens fit.
-pub fn too_large_for_memory(len: usize, fits: usize) -> Error {
+pub fn too_large_for_memory(len: impl std::fmt::Display, fits: usize) -> Error {
     Error::TooLargeForMemory {
         message: format!(
             "the input takes {len} tokens but at most {fits} tokens fit in one pass under the \
@@ -489,7 +513,7 @@ pub fn too_large_for_memory(len: usize, fits: usize) -> Error {
     }
 }
 
-fn too_long(len: usize, max: usize) -> Error {
+fn too_long(len: Length, max: usize) -> Error {
     Error::bad_request(format!(
         "the input length exceeds the context length ({len} tokens > {max})"
     ))

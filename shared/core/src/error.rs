@@ -24,6 +24,19 @@ pub enum Error {
     /// The body is larger than the configured limit.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// The body is declared as something other than JSON on a JSON route.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The client did not send its body within the read timeout.
+    #[error("{0}")]
+    BodyTimeout(String),
+    /// The request ran past its deadline (`REQUEST_TIMEOUT`); its work was dropped.
+    #[error("{0}")]
+    Timeout(String),
+    /// A worker that runs the model has stopped; the process is about to exit for its
+    /// supervisor to restart it.
+    #[error("{0}")]
+    Unhealthy(String),
     /// One input needs more memory than the budget (`MAX_MEMORY`) allows, even alone, and may
     /// not be cut; the message says how many tokens fit.
     #[error("{message}")]
@@ -59,8 +72,11 @@ impl Error {
             Error::Unauthorized(_) => 401,
             Error::ModelNotFound(_) | Error::RouteNotFound(_) => 404,
             Error::MethodNotAllowed(_) => 405,
+            Error::BodyTimeout(_) => 408,
             Error::PayloadTooLarge(_) | Error::TooLargeForMemory { .. } => 413,
-            Error::Overloaded { .. } => 503,
+            Error::UnsupportedMediaType(_) => 415,
+            Error::Overloaded { .. } | Error::Unhealthy(_) => 503,
+            Error::Timeout(_) => 504,
             Error::Model(_) | Error::Backend(_) => 500,
         }
     }
@@ -71,10 +87,16 @@ impl Error {
             Error::BadRequest(_)
             | Error::PayloadTooLarge(_)
             | Error::TooLargeForMemory { .. }
+            | Error::UnsupportedMediaType(_)
+            | Error::BodyTimeout(_)
             | Error::MethodNotAllowed(_) => "invalid_request_error",
             Error::ModelNotFound(_) | Error::RouteNotFound(_) => "not_found_error",
             Error::Unauthorized(_) => "authentication_error",
-            Error::Model(_) | Error::Backend(_) | Error::Overloaded { .. } => "server_error",
+            Error::Model(_)
+            | Error::Backend(_)
+            | Error::Overloaded { .. }
+            | Error::Timeout(_)
+            | Error::Unhealthy(_) => "server_error",
         }
     }
 
@@ -95,6 +117,7 @@ impl Error {
     pub fn retry_after(&self) -> Option<u32> {
         match self {
             Error::Overloaded { retry_after, .. } => Some(*retry_after),
+            Error::Unhealthy(_) => Some(1),
             _ => None,
         }
     }

@@ -15,10 +15,13 @@
 //! With the `fs` feature, [`files::read_model_dir`] reads a model directory from disk; with
 //! `batching`, [`dynamic::Batcher`] batches concurrent requests on a worker thread.
 
+#[cfg(feature = "admission")]
+pub mod admission;
 pub mod api;
 pub mod app;
 pub mod backend;
 pub mod batch;
+pub mod deadline;
 #[cfg(feature = "batching")]
 pub mod dynamic;
 pub mod embed;
@@ -40,11 +43,11 @@ pub mod spec;
 pub mod time;
 pub mod tokenize;
 
+pub use app::{ApiKey, App, Limits};
 pub use backend::{Backend, Tensor, Values};
 pub use batch::{Batch, BatchLimits, Feed};
 pub use embed::{EmbedParams, Embedder, EmbedderOptions, Input};
 pub use error::{Error, Result};
-pub use app::{ApiKey, App, Limits};
 pub use memory::Budget;
 pub use metrics::Metrics;
 pub use onnx_graph::WeightStats;

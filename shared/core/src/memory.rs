@@ -10,7 +10,7 @@
 //! is analytic rather than calibrated by probe passes at load: a probe at the longest length
 //! would cost as much time and memory as the request it guards against (seconds and gigabytes
 //! for 8192 tokens, in Lambda's 10 s init), and a short probe does not show the quadratic term.
-//! The factors below were checked against measured high-water marks (the README and the test
+//! The factors below were checked against measured high-water marks (docs/serving.md and the test
 //! `tests/test_memory.py` give the figures), and err on the side of too much.
 //!
 //! [`Budget`] is shared by every model of a process: resident memory after load is set aside,

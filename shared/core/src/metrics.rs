@@ -75,6 +75,8 @@ struct State {
     padded_tokens: u64,
     queue: QueueState,
     budget: Option<Arc<Budget>>,
+    /// Why the process can no longer serve (a worker stopped), once it cannot.
+    broken: Option<String>,
 }
 
 /// The adapter's request queue, as `/metrics` shows it.
@@ -127,6 +129,18 @@ impl Metrics {
     /// Shows `budget` (limit, resident, reserved, passes waiting) at `/metrics`.
     pub fn watch_budget(&self, budget: Arc<Budget>) {
         self.with(|s| s.budget = Some(budget));
+    }
+
+    /// Records that a worker running the model has stopped: `/health` answers 503 from now
+    /// on, and a native adapter exits for its supervisor to restart it.
+    pub fn broken(&self, why: impl Into<String>) {
+        let why = why.into();
+        self.with(|s| s.broken.get_or_insert(why).clone());
+    }
+
+    /// Why the process can no longer serve, when it cannot.
+    pub fn unhealthy(&self) -> Option<String> {
+        self.with(|s| s.broken.clone())
     }
 
     /// The adapter's request queue now.

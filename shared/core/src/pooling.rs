@@ -17,7 +17,10 @@ impl Pooling {
     pub fn pool(self, tokens: &[f32], mask: &[i64], hidden: usize) -> Vec<f32> {
         match self {
             Pooling::Mean => mean(tokens, mask, hidden),
-            Pooling::Cls => tokens[..hidden].to_vec(),
+            // An empty sequence (no rows) pools to zeros, as the mean of nothing does.
+            Pooling::Cls => tokens
+                .get(..hidden)
+                .map_or_else(|| vec![0.0; hidden], <[f32]>::to_vec),
         }
     }
 }
@@ -79,6 +82,12 @@ mod tests {
     fn cls_takes_first_row() {
         let tokens = [1.0, 2.0, 3.0, 4.0];
         assert_eq!(Pooling::Cls.pool(&tokens, &[1, 1], 2), vec![1.0, 2.0]);
+    }
+
+    #[test]
+    fn an_empty_sequence_pools_to_zeros() {
+        assert_eq!(Pooling::Cls.pool(&[], &[], 2), vec![0.0, 0.0]);
+        assert_eq!(Pooling::Mean.pool(&[], &[], 2), vec![0.0, 0.0]);
     }
 
     #[test]

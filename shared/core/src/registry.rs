@@ -8,8 +8,8 @@
 
 use crate::embed::Embedder;
 use crate::error::{Error, Result};
-use crate::rerank::Reranker;
 use crate::onnx_graph::WeightStats;
+use crate::rerank::Reranker;
 use crate::spec::{ModelSpec, Quantization};
 
 /// Model-name suffixes that choose a task (`jina-embeddings-v3:retrieval.query`, …).

@@ -10,13 +10,13 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use crate::backend::Backend;
-use crate::batch::{check_request_tokens, plan_within, Batch, BatchLimits, MAX_REQUEST_TOKENS};
+use crate::batch::{plan_within, Batch, BatchLimits, RequestTokens, MAX_REQUEST_TOKENS};
 use crate::embed::too_large_for_memory;
 use crate::error::{Error, Result};
 use crate::memory::{Budget, Fit, PassModel};
 use crate::pooling::sigmoid;
 use crate::spec::ModelSpec;
-use crate::tokenize::{cut, TextTokenizer, Tokens};
+use crate::tokenize::{cut, Side, TextTokenizer, Tokens};
 
 /// Reranker-wide options, fixed at start-up.
 #[derive(Debug, Clone, PartialEq)]
@@ -147,24 +147,38 @@ impl<B: Backend> Reranker<B> {
         let budget = limit.saturating_sub(specials);
         // A query may take at most half the budget, so every window keeps room for a document.
         let max_query = self.options.max_query_length.min(budget / 2);
-        let mut query = self.tokenizer.content(query)?;
+        let mut query = self
+            .tokenizer
+            .content_within(query, max_query, Side::Right)?
+            .content;
         cut(&mut query, 0..max_query);
         let window = budget - query.len();
 
+        // Tokens are counted as the pairs are made. Every content token of a document is in at
+        // least one window, so a document is tokenized only as far as the request's remaining
+        // tokens reach: one that goes further is refused without reading the rest of it.
+        let mut count = RequestTokens::new(self.options.max_request_tokens);
         let mut pairs: Vec<Tokens> = Vec::new();
         let mut owner: Vec<usize> = Vec::new();
         for (d, doc) in documents.iter().enumerate() {
-            let content = self.tokenizer.content(doc.as_ref())?;
+            crate::deadline::check()?;
+            let room = count.remaining();
+            let content = self
+                .tokenizer
+                .content_within(doc.as_ref(), room + 1, Side::Right)?;
+            if !content.complete {
+                return Err(count.exceeded());
+            }
+            let content = content.content;
             for range in windows(content.len(), window, self.options.overlap) {
-                let mut part = content.clone();
-                cut(&mut part, range);
-                pairs.push(self.tokenizer.pair(&query, part)?);
+                let pair = self.tokenizer.pair_window(&query, &content, range)?;
+                count.add(pair.len())?;
+                pairs.push(pair);
                 owner.push(d);
             }
         }
 
-        let tokens = pairs.iter().map(Tokens::len).sum();
-        check_request_tokens(tokens, self.options.max_request_tokens)?;
+        let tokens = count.total();
         let logits = self.logits(&pairs, fit.as_ref())?;
         // sigmoid is monotonic: the best window's logit gives the best window's score.
         let mut best = vec![f32::NEG_INFINITY; documents.len()];
@@ -190,6 +204,7 @@ impl<B: Backend> Reranker<B> {
         let mut out = vec![0f32; pairs.len()];
         let fits = |batch, seq| fit.is_none_or(|f| f.fits(batch, seq));
         for group in plan_within(&lengths, self.options.batch, fits) {
+            crate::deadline::check()?;
             let rows: Vec<&Tokens> = group.iter().map(|&i| &pairs[i]).collect();
             let batch = Batch::pad(&rows, self.tokenizer.pad_id(), None);
             let t = self.backend.forward(&batch)?;

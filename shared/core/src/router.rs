@@ -6,10 +6,10 @@
 use serde_json::json;
 
 use crate::api::{tei, Api};
-use crate::app::App;
+use crate::app::{authorize, ApiKey, App};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::routes::{table, Route, When, NOT_JSON, JSON};
+use crate::routes::{table, Route, When, JSON, NOT_JSON};
 
 /// An HTTP request as the core sees it.
 #[derive(Debug, Clone, Copy)]
@@ -59,7 +59,7 @@ fn dispatch<B: Backend>(app: &App<B>, req: &Request) -> (&'static str, Reply) {
     };
     let fail_as = |api: Api, e: &Error| (first.path, error_reply(api, e));
     let fail = |e: &Error| fail_as(api_for(path), e);
-    if let Err(e) = app.authorize(first.path, req.headers) {
+    if let Err(e) = authorize(app.api_key.as_ref(), first.path, req.headers) {
         return fail(&e);
     }
     let mut rows = table
@@ -81,6 +81,11 @@ fn dispatch<B: Backend>(app: &App<B>, req: &Request) -> (&'static str, Reply) {
     }
     if req.body.len() > app.limits.max_body_bytes {
         return fail_as(api_for(path), &too_large(app.limits.max_body_bytes));
+    }
+    if req.method == "POST" {
+        if let Err(e) = json_content_type(req.headers) {
+            return fail(&e);
+        }
     }
     let candidates: Vec<&Route<B>> = rows.collect();
     let row = pick(&candidates, req.body);
@@ -134,6 +139,21 @@ impl Backend for NoBackend {
     }
 }
 
+/// Checks the API key of a request whose key the adapter reads per request (the Wasm
+/// component: never from its pre-initialised snapshot), as [`route`] checks the app's: an
+/// error reply to send, or `None` to go on.
+pub fn check_key(key: Option<&ApiKey>, req: &Request) -> Option<Reply> {
+    let path = normalize(req.path);
+    let table = table::<NoBackend>();
+    let known = table
+        .iter()
+        .find(|r| r.path == path)
+        .map_or(path, |r| r.path);
+    authorize(key, known, req.headers)
+        .err()
+        .map(|e| error_reply(api_for(path), &e))
+}
+
 /// The API family of a path (its errors' shape before the body is read): the table's default
 /// row for it (the one that takes any body), else OpenAI's under `/v1/`.
 pub fn api_for(path: &str) -> Api {
@@ -151,6 +171,29 @@ pub fn api_for(path: &str) -> Api {
             },
             |r| r.api,
         )
+}
+
+/// Every POST route takes JSON: a body declared as anything else (a form, plain text) is
+/// refused with a 415 before it is read. A request without `Content-Type` is taken as JSON.
+fn json_content_type(headers: &[(&str, &str)]) -> Result<()> {
+    let Some((_, value)) = headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+    else {
+        return Ok(());
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json" || essence.ends_with("+json") {
+        return Ok(());
+    }
+    Err(Error::UnsupportedMediaType(format!(
+        "Content-Type {value:?} is not accepted: send the body as application/json"
+    )))
 }
 
 /// The path without query string or trailing slash.
@@ -203,6 +246,7 @@ pub fn error_reply(api: Api, e: &Error) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::Registry;
 
     fn app_with_key(key: Option<&str>) -> App<NoBackend> {
         let mut app = App::new(Registry::single(None, None));
@@ -259,6 +303,75 @@ mod tests {
         .unwrap();
         assert!(text.contains("embedfn_requests_total{route=\"/api/tags\",status=\"200\"} 1"));
         assert!(text.contains("embedfn_requests_total{route=\"unknown\",status=\"404\"} 1"));
+    }
+
+    #[test]
+    fn health_is_503_once_a_worker_has_stopped() {
+        let app = app_with_key(None);
+        assert_eq!(get(&app, "/health", None), 200);
+        app.metrics.broken("the batching thread stopped");
+        assert_eq!(get(&app, "/health", None), 503);
+    }
+
+    #[test]
+    fn json_routes_refuse_other_content_types() {
+        let app = app_with_key(None);
+        let post = |content_type: Option<&str>| {
+            let headers: Vec<(&str, &str)> = content_type
+                .map(|c| ("Content-Type", c))
+                .into_iter()
+                .collect();
+            route(
+                &app,
+                &Request {
+                    method: "POST",
+                    path: "/api/embed",
+                    headers: &headers,
+                    body: b"{}",
+                },
+            )
+            .status
+        };
+        assert_eq!(post(Some("application/x-www-form-urlencoded")), 415);
+        assert_eq!(post(Some("text/plain")), 415);
+        // Accepted (the request then fails for want of a model, not of its type).
+        assert_ne!(post(Some("application/json; charset=utf-8")), 415);
+        assert_ne!(post(Some("application/vnd.api+json")), 415);
+        assert_ne!(post(None), 415);
+    }
+
+    #[test]
+    fn a_per_request_key_guards_like_the_apps() {
+        let key = ApiKey::new("k");
+        let req = |path, auth: Option<&'static str>| {
+            let headers: Vec<(&str, &str)> =
+                auth.map(|a| ("Authorization", a)).into_iter().collect();
+            check_key(
+                Some(&key),
+                &Request {
+                    method: "GET",
+                    path,
+                    headers: &headers,
+                    body: b"",
+                },
+            )
+            .map(|r| r.status)
+        };
+        assert_eq!(req("/api/tags", None), Some(401));
+        assert_eq!(req("/health/", None), None);
+        assert_eq!(req("/api/tags", Some("Bearer k")), None);
+        assert_eq!(
+            check_key(
+                None,
+                &Request {
+                    method: "GET",
+                    path: "/x",
+                    headers: &[],
+                    body: b""
+                }
+            ),
+            None
+        );
     }
 
     #[test]

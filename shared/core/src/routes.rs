@@ -128,7 +128,6 @@ pub(crate) fn table<B: Backend>() -> Vec<Route<B>> {
     ]
 }
 
-
 /// `GET /openapi.json`: the document made from this table.
 fn openapi_json<B: Backend>(app: &App<B>, _body: &[u8]) -> Result<Vec<u8>> {
     crate::api::reply(&openapi::<B>(&app.version))

@@ -58,15 +58,16 @@ pub const SETTINGS: &[Setting] = &[
     row("TASK_INSTRUCTIONS", "`true`", "Prepend the task's instruction (jina-embeddings-v3) to each text", Scope::All),
     row("DEFAULT_TASK", "`text-matching` when the model has it", "Task for requests that name none", Scope::All),
     row("MAX_BODY_BYTES", "`8388608`", "Largest request body (413 beyond)", Scope::All),
-    row("MAX_INPUTS", "`2048`", "Inputs per embedding request (413 beyond)", Scope::All),
-    row("MAX_DOCUMENTS", "`1000`", "Documents per rerank request (413 beyond)", Scope::All),
-    row("MAX_REQUEST_TOKENS", "`262144`", "Tokens one request may run, all inputs or query-window pairs together (413 beyond)", Scope::All),
+    row("MAX_INPUTS", "`2048`", "Inputs per embedding request (400 beyond)", Scope::All),
+    row("MAX_DOCUMENTS", "`1000`", "Documents per rerank request (400 beyond)", Scope::All),
+    row("MAX_REQUEST_TOKENS", "`262144`", "Tokens one request may run or tokenize, all inputs or query-window pairs together (413 beyond, found before the rest is tokenized)", Scope::All),
+    row("MAX_EMBED_ALL_VALUES", "`4194304`", "Numbers (tokens × width) one TEI `/embed_all` answer may hold (413 beyond)", Scope::All),
     row("MAX_BATCH_TOKENS", "`16384`", "Tokens (padded) per forward pass", Scope::All),
     row("MAX_BATCH_SIZE", "`16` (CUDA: `64`; tract build: `4`)", "Sequences per forward pass", Scope::All),
     row("API_KEY", "unset", "When set, every route but `/health` needs `Authorization: Bearer <key>`", Scope::All),
-    row("HOST", "`0.0.0.0`", "Listen address of `embedfn` and embedfn-host", Scope::Native),
+    row("HOST", "`127.0.0.1` (the container image: `0.0.0.0`)", "Listen address of `embedfn` and embedfn-host: set `0.0.0.0` to serve other machines (with `API_KEY`)", Scope::Native),
     row("PORT", "`8000`", "Listen port", Scope::Native),
-    row("MODEL_CACHE_DIR", "`models` (Lambda: `/tmp/models`)", "Where hub downloads and optimized graphs go", Scope::Native),
+    row("MODEL_CACHE_DIR", "`models` (Lambda: `/tmp/models`)", "Where hub downloads go (optimized graphs: `ORT_CACHE_DIR`)", Scope::Native),
     row("USE_CUDA", "auto", "`true`/`false`: the CUDA execution provider; unset uses it when present", Scope::Native),
     row("ORT_INTRA_THREADS", "physical cores", "ONNX Runtime intra-op threads", Scope::Native),
     row("DYNAMIC_BATCHING", "`true` (Lambda: `false`)", "Batch concurrent requests into shared forward passes", Scope::Native),
@@ -75,7 +76,14 @@ pub const SETTINGS: &[Setting] = &[
     row("MAX_CONCURRENT_REQUESTS", "`64`", "Requests that run at once", Scope::Native),
     row("MAX_QUEUE", "`256`", "Requests (and passes waiting for memory) that may wait; beyond: 503", Scope::Native),
     row("MAX_QUEUE_WAIT_MS", "`30000`", "Longest wait for a slot or for memory; beyond: 503 with `Retry-After`", Scope::Native),
+    row("BODY_TIMEOUT_MS", "`30000`", "Time a client has to send its whole body (408 beyond); until then it holds no slot", Scope::Native),
+    row("REQUEST_TIMEOUT_MS", "`120000`", "Time a request may run once admitted (504 beyond); its work stops at the next pass, as when the client disconnects", Scope::Native),
+    row("SHUTDOWN_GRACE_MS", "`25000`", "After SIGTERM/SIGINT, how long in-flight requests may finish before the process exits", Scope::Native),
 ];
+
+/// Settings that are secrets: read per request by the component, never passed to a
+/// pre-initialisation (whose memory is shipped).
+pub const SECRETS: &[&str] = &["API_KEY"];
 
 /// Whether to use the CUDA execution provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,6 +168,12 @@ pub struct Settings {
     pub max_memory: Option<u64>,
     /// `MAX_CONCURRENT_REQUESTS`, `MAX_QUEUE`, `MAX_QUEUE_WAIT_MS`.
     pub admission: Admission,
+    /// `BODY_TIMEOUT_MS`.
+    pub body_timeout: Duration,
+    /// `REQUEST_TIMEOUT_MS`.
+    pub request_timeout: Duration,
+    /// `SHUTDOWN_GRACE_MS`.
+    pub shutdown_grace: Duration,
     /// `AWS_LAMBDA_RUNTIME_API` is set: this process is a Lambda function.
     pub in_lambda: bool,
     /// `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, MB (one input of the default memory budget).
@@ -212,7 +226,10 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
     }
 
     fn number(&self, name: &'static str) -> Parsed<Option<usize>> {
-        self.parsed(name, |v| v.parse().map_err(|e: std::num::ParseIntError| e.to_string()))
+        self.parsed(name, |v| {
+            v.parse()
+                .map_err(|e: std::num::ParseIntError| e.to_string())
+        })
     }
 
     fn flag(&self, name: &'static str) -> Parsed<Option<bool>> {
@@ -227,8 +244,7 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
         let value = self.get(name).unwrap_or_else(|| default.to_string());
         let mut ids: Vec<String> = Vec::new();
         for id in value.split(',').map(str::trim) {
-            if !id.is_empty() && !id.eq_ignore_ascii_case("none") && !ids.iter().any(|i| i == id)
-            {
+            if !id.is_empty() && !id.eq_ignore_ascii_case("none") && !ids.iter().any(|i| i == id) {
                 ids.push(id.to_string());
             }
         }
@@ -254,15 +270,18 @@ impl Settings {
             v.map_or(default, |ms| Duration::from_millis(ms as u64))
         };
         Ok(Settings {
-            host: r.get("HOST").unwrap_or_else(|| "0.0.0.0".into()),
+            host: r.get("HOST").unwrap_or_else(|| "127.0.0.1".into()),
             port: r
-                .parsed("PORT", |v| v.parse().map_err(|e: std::num::ParseIntError| e.to_string()))?
+                .parsed("PORT", |v| {
+                    v.parse()
+                        .map_err(|e: std::num::ParseIntError| e.to_string())
+                })?
                 .unwrap_or(8000),
             embeddings_models: r.models("EMBEDDINGS_MODEL_ID", embedder),
             reranker_models: r.models("RERANKER_MODEL_ID", reranker),
-            model_cache_dir: r.get("MODEL_CACHE_DIR").unwrap_or_else(|| {
-                if in_lambda { "/tmp/models" } else { "models" }.into()
-            }),
+            model_cache_dir: r
+                .get("MODEL_CACHE_DIR")
+                .unwrap_or_else(|| if in_lambda { "/tmp/models" } else { "models" }.into()),
             quantization: r
                 .parsed("ONNX_QUANTIZATION", |v| {
                     Quantization::parse(v).map_err(|e| e.to_string())
@@ -282,6 +301,9 @@ impl Settings {
                 max_body_bytes: r.number("MAX_BODY_BYTES")?.unwrap_or(limits.max_body_bytes),
                 max_inputs: r.number("MAX_INPUTS")?.unwrap_or(limits.max_inputs),
                 max_documents: r.number("MAX_DOCUMENTS")?.unwrap_or(limits.max_documents),
+                max_embed_all_values: r
+                    .number("MAX_EMBED_ALL_VALUES")?
+                    .unwrap_or(limits.max_embed_all_values),
             },
             max_request_tokens: r
                 .number("MAX_REQUEST_TOKENS")?
@@ -299,6 +321,9 @@ impl Settings {
                 max_queue: r.number("MAX_QUEUE")?.unwrap_or(admission.max_queue),
                 max_wait: ms(r.number("MAX_QUEUE_WAIT_MS")?, admission.max_wait),
             },
+            body_timeout: ms(r.number("BODY_TIMEOUT_MS")?, Duration::from_secs(30)),
+            request_timeout: ms(r.number("REQUEST_TIMEOUT_MS")?, Duration::from_secs(120)),
+            shutdown_grace: ms(r.number("SHUTDOWN_GRACE_MS")?, Duration::from_secs(25)),
             in_lambda,
             lambda_memory_mb: r
                 .get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")

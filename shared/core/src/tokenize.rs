@@ -6,6 +6,12 @@
 //! on which special tokens a model uses (`[CLS] … [SEP]`, `<s> … </s></s> … </s>`, …).
 //! The padding and truncation settings stored in `tokenizer.json` are removed: the core pads to
 //! each batch's own longest sequence and truncates to the model spec's limit.
+//!
+//! Tokenizing costs time and memory in proportion to the text, so a text is never tokenized
+//! further than what can be served: [`TextTokenizer::content_within`] tokenizes a piece of the
+//! text from the kept end, large enough for the tokens wanted ([`BYTES_PER_TOKEN`] bytes a
+//! token, doubled while the piece falls short), and says whether the whole text was read. A
+//! 4 MiB text truncated to 512 tokens costs the tokenization of a few KiB.
 
 use std::ops::Range;
 
@@ -60,6 +66,23 @@ pub struct TokenSpan {
 
 /// A text's content tokens, before special tokens are added.
 pub type Content = Encoding;
+
+/// The first guess of how many bytes of text make one token (real text averages 3–6 bytes a
+/// token; a piece that falls short is doubled, so the guess only decides how often).
+pub const BYTES_PER_TOKEN: usize = 4;
+
+/// Tokens tokenized past the ones wanted, so that the kept tokens never border the cut (a
+/// pre-tokenizer word split by the cut changes only the tokens at the cut).
+const MARGIN: usize = 16;
+
+/// A text's content tokens from one end, as many as were asked for (or all of them).
+#[derive(Debug, Clone)]
+pub struct Partial {
+    /// The tokens, from the kept end: at least the wanted number, unless the text has fewer.
+    pub content: Content,
+    /// Whether the whole text was tokenized (`content.len()` is then its exact length).
+    pub complete: bool,
+}
 
 /// A `tokenizer.json` made ready for the core.
 pub struct TextTokenizer {
@@ -127,17 +150,60 @@ impl TextTokenizer {
             .map_err(|e| Error::bad_request(format!("cannot tokenize input: {e}")))
     }
 
-    /// One text as a model sequence. Returns the sequence and its length before truncation;
-    /// it is cut to `max_len` (special tokens included).
-    pub fn single(&self, text: &str, max_len: usize) -> Result<(Tokens, usize)> {
+    /// At least `want` content tokens of `text` from `side` (all of them when it has fewer),
+    /// tokenizing only a piece of it: `want × BYTES_PER_TOKEN` bytes from that end, doubled
+    /// while the piece yields too few tokens. Tokens are the same as those of the whole text:
+    /// [`MARGIN`] more than wanted are made and the ones at the cut are dropped.
+    pub fn content_within(&self, text: &str, want: usize, side: Side) -> Result<Partial> {
+        let mut bytes = want
+            .saturating_add(MARGIN)
+            .saturating_mul(BYTES_PER_TOKEN)
+            .max(256);
+        loop {
+            let piece = piece(text, bytes, side);
+            if piece.len() == text.len() {
+                return Ok(Partial {
+                    content: self.content(text)?,
+                    complete: true,
+                });
+            }
+            let mut content = self.content(piece)?;
+            let len = content.len();
+            if len > want.saturating_add(MARGIN) {
+                // Drop the tokens that border the cut (they may be a word's split pieces).
+                let range = match side {
+                    Side::Right => 0..len - MARGIN,
+                    Side::Left => MARGIN..len,
+                };
+                cut(&mut content, range);
+                return Ok(Partial {
+                    content,
+                    complete: false,
+                });
+            }
+            bytes = bytes.saturating_mul(2);
+        }
+    }
+
+    /// One text as a model sequence. Returns the sequence and its length before truncation
+    /// (exact when the whole text was tokenized, else a lower bound above `max_len`); it is
+    /// cut to `max_len` (special tokens included).
+    pub fn single(&self, text: &str, max_len: usize) -> Result<(Tokens, Length)> {
         self.single_from(text, max_len, Side::Right)
     }
 
-    /// [`Self::single`], cutting an over-long text at `side`.
-    pub fn single_from(&self, text: &str, max_len: usize, side: Side) -> Result<(Tokens, usize)> {
-        let mut content = self.content(text)?;
-        let full = content.len() + self.single_specials;
+    /// [`Self::single`], cutting an over-long text at `side`. Only as much of the text is
+    /// tokenized as tells that it is longer than `max_len`.
+    pub fn single_from(&self, text: &str, max_len: usize, side: Side) -> Result<(Tokens, Length)> {
         let keep = max_len.saturating_sub(self.single_specials);
+        let Partial {
+            mut content,
+            complete,
+        } = self.content_within(text, keep + 1, side)?;
+        let full = Length {
+            tokens: content.len() + self.single_specials,
+            exact: complete,
+        };
         let range = match side {
             Side::Right => 0..keep,
             Side::Left => content.len().saturating_sub(keep)..content.len(),
@@ -146,38 +212,53 @@ impl TextTokenizer {
         Ok((self.finish(content, None)?, full))
     }
 
-    /// Every token of `text` with its span (TEI's `/tokenize`), special tokens added or not.
-    pub fn spans(&self, text: &str, add_special_tokens: bool) -> Result<Vec<TokenSpan>> {
+    /// Every token of `text` with its span (TEI's `/tokenize`), special tokens added or not;
+    /// `None` when the text has more than `max` content tokens (found without tokenizing more
+    /// of it than that takes).
+    pub fn spans(
+        &self,
+        text: &str,
+        add_special_tokens: bool,
+        max: usize,
+    ) -> Result<Option<Vec<TokenSpan>>> {
+        if !self.content_within(text, max + 1, Side::Right)?.complete {
+            return Ok(None);
+        }
         // `encode` (not `encode_fast`) tracks byte offsets.
         let encoding = self
             .inner
             .encode(text, add_special_tokens)
             .map_err(|e| Error::bad_request(format!("cannot tokenize input: {e}")))?;
-        Ok(encoding
-            .get_ids()
-            .iter()
-            .zip(encoding.get_offsets())
-            .zip(encoding.get_special_tokens_mask())
-            .zip(encoding.get_tokens())
-            .map(|(((&id, &(start, stop)), &special), token)| {
-                if special == 1 {
-                    TokenSpan {
-                        id,
-                        text: token.clone(),
-                        special: true,
-                        span: None,
+        if encoding.len() > max + usize::from(add_special_tokens) * self.single_specials {
+            return Ok(None);
+        }
+        Ok(Some(
+            encoding
+                .get_ids()
+                .iter()
+                .zip(encoding.get_offsets())
+                .zip(encoding.get_special_tokens_mask())
+                .zip(encoding.get_tokens())
+                .map(|(((&id, &(start, stop)), &special), token)| {
+                    if special == 1 {
+                        TokenSpan {
+                            id,
+                            text: token.clone(),
+                            special: true,
+                            span: None,
+                        }
+                    } else {
+                        let bytes = text.as_bytes().get(start..stop.max(start)).unwrap_or(&[]);
+                        TokenSpan {
+                            id,
+                            text: String::from_utf8_lossy(bytes).into_owned(),
+                            special: false,
+                            span: Some((start, stop)),
+                        }
                     }
-                } else {
-                    let bytes = text.as_bytes().get(start..stop.max(start)).unwrap_or(&[]);
-                    TokenSpan {
-                        id,
-                        text: String::from_utf8_lossy(bytes).into_owned(),
-                        special: false,
-                        span: Some((start, stop)),
-                    }
-                }
-            })
-            .collect())
+                })
+                .collect(),
+        ))
     }
 
     /// Token ids back to text (TEI's `/decode`).
@@ -190,6 +271,16 @@ impl TextTokenizer {
     /// A query/document pair as one model sequence.
     pub fn pair(&self, query: &Content, document: Content) -> Result<Tokens> {
         self.finish(query.clone(), Some(document))
+    }
+
+    /// The pair of `query` and the tokens `range` of `document`, copying only that window.
+    pub fn pair_window(
+        &self,
+        query: &Content,
+        document: &Content,
+        range: Range<usize>,
+    ) -> Result<Tokens> {
+        self.pair(query, window(document, range))
     }
 
     /// Late chunking: the inputs joined into one sequence, each input's token range in it.
@@ -229,6 +320,64 @@ impl TextTokenizer {
             .map_err(tok_err)?;
         Ok(to_tokens(&encoding))
     }
+}
+
+/// A text's length in tokens: exact, or a lower bound when only part of it was tokenized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Length {
+    /// Tokens counted.
+    pub tokens: usize,
+    /// Whether that is the whole text.
+    pub exact: bool,
+}
+
+impl std::fmt::Display for Length {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.exact {
+            write!(f, "{}", self.tokens)
+        } else {
+            write!(f, "at least {}", self.tokens)
+        }
+    }
+}
+
+/// At most `bytes` bytes of `text` from `side`, cut at a character boundary.
+fn piece(text: &str, bytes: usize, side: Side) -> &str {
+    if bytes >= text.len() {
+        return text;
+    }
+    match side {
+        Side::Right => {
+            let mut end = bytes;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            &text[..end]
+        }
+        Side::Left => {
+            let mut start = text.len() - bytes;
+            while !text.is_char_boundary(start) {
+                start += 1;
+            }
+            &text[start..]
+        }
+    }
+}
+
+/// A copy of the tokens `range` of `content` (only those: no copy of the whole encoding).
+fn window(content: &Content, range: Range<usize>) -> Content {
+    let r = range.start.min(content.len())..range.end.min(content.len());
+    Encoding::new(
+        content.get_ids()[r.clone()].to_vec(),
+        content.get_type_ids()[r.clone()].to_vec(),
+        content.get_tokens()[r.clone()].to_vec(),
+        content.get_word_ids()[r.clone()].to_vec(),
+        content.get_offsets()[r.clone()].to_vec(),
+        content.get_special_tokens_mask()[r.clone()].to_vec(),
+        content.get_attention_mask()[r].to_vec(),
+        Vec::new(),
+        Default::default(),
+    )
 }
 
 /// Keeps only `range` of the content tokens.

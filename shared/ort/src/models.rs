@@ -13,8 +13,8 @@ use embedfn_core::{
 
 use ort::environment::Environment;
 
-use embedfn_core::Settings;
 use crate::ort_backend::{OrtBackend, SessionOptions};
+use embedfn_core::Settings;
 
 /// The backend every served model runs on: ONNX Runtime behind the dynamic batcher.
 pub type Engine = Batcher<OrtBackend>;

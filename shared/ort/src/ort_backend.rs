@@ -20,8 +20,8 @@ use ort::session::Session;
 use ort::session::SessionInputValue;
 use ort::value::{DynValue, TensorElementType, TensorRef, ValueType};
 
-use embedfn_core::settings::Cuda;
 use crate::ort_cache::{self, Entry};
+use embedfn_core::settings::Cuda;
 
 /// Session settings shared by every model of the process.
 #[derive(Debug, Clone, Copy)]

@@ -2,7 +2,7 @@
 
 use crate::app::App;
 use crate::backend::Backend;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// `GET /health`
 #[derive(serde::Serialize, utoipa::ToSchema)]
@@ -19,7 +19,12 @@ pub struct Health {
     pub reranker_models: Vec<String>,
 }
 
+/// `GET /health`: 200 with the served models, or 503 once a worker that runs them has
+/// stopped (the process is then on its way out, for its supervisor to restart it).
 pub fn health<B: Backend>(app: &App<B>, _body: &[u8]) -> Result<Vec<u8>> {
+    if let Some(why) = app.metrics.unhealthy() {
+        return Err(Error::Unhealthy(why));
+    }
     let embedding_models: Vec<String> = app
         .models
         .embedders
@@ -40,4 +45,3 @@ pub fn health<B: Backend>(app: &App<B>, _body: &[u8]) -> Result<Vec<u8>> {
         reranker_models,
     })
 }
-

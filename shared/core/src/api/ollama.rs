@@ -9,11 +9,11 @@ use utoipa::ToSchema;
 use std::time::Instant;
 
 use super::{check_count, parse_body, reply, texts};
+use crate::app::App;
 use crate::backend::Backend;
 use crate::embed::{EmbedParams, Input};
 use crate::error::{Error, Result};
 use crate::registry::ModelInfo;
-use crate::app::App;
 use crate::spec::{ModelKind, ModelSpec};
 
 /// `POST /api/embed`

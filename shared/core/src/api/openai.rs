@@ -6,11 +6,11 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::{check_count, inputs, parse_body, reply};
+use crate::app::App;
 use crate::backend::Backend;
 use crate::embed::EmbedParams;
 use crate::error::Result;
 use crate::output::{Encoded, OutputEncoding};
-use crate::app::App;
 
 /// `POST /v1/embeddings` (OpenAI, with the Jina API's additions: `task`, `late_chunking`,
 /// `normalized`, and a per-request `max_length`). Null fields are as good as absent (Spin's

@@ -4,9 +4,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{check_count, parse_body, reply};
+use crate::app::App;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::app::App;
 
 /// A document as a plain string or as Cohere/Jina's `{"text": …}` object.
 #[derive(Deserialize, Serialize, Clone, ToSchema)]

@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{check_count, parse_body, reply};
+use crate::app::App;
 use crate::backend::Backend;
 use crate::embed::{EmbedParams, Input};
 use crate::error::{Error, Result};
-use crate::app::App;
 
 /// `POST /embed` with `input`.
 #[derive(Deserialize, ToSchema)]

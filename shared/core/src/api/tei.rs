@@ -14,10 +14,11 @@ mod types;
 pub use types::*;
 
 use super::{check_count, parse_body, reply};
+use crate::app::App;
 use crate::backend::Backend;
+use crate::batch::RequestTokens;
 use crate::embed::{EmbedParams, Input};
 use crate::error::{Error, Result};
-use crate::app::App;
 use crate::spec::ModelKind;
 
 /// The status and `error_type` TEI answers an error with (by the core's status, so error kinds
@@ -103,7 +104,9 @@ pub fn embed_all<B: Backend>(app: &App<B>, body: &[u8]) -> Result<Vec<u8>> {
     check_count(inputs.len(), app.limits.max_inputs, "inputs")?;
     let mut params = params(req.truncate, req.truncation_direction, req.prompt_name);
     params.task = params.task.or(suffix_task.map(str::to_string));
-    let out = served.model.token_embeddings(&inputs, &params)?;
+    let out = served
+        .model
+        .token_embeddings(&inputs, &params, app.limits.max_embed_all_values)?;
     reply(&EmbedAllResponse(out))
 }
 
@@ -179,14 +182,21 @@ pub fn tokenize<B: Backend>(app: &App<B>, body: &[u8]) -> Result<Vec<u8>> {
     check_count(texts.len(), app.limits.max_inputs, "inputs")?;
     let task = req.prompt_name.or(suffix_task.map(str::to_string));
     let instruction = served.model.instruction(task.as_deref())?;
+    // Counted as it goes: the answer (a few dozen bytes a token) is bounded like a request's
+    // tokens, and a text past the limit is not tokenized further than that.
+    let mut count = RequestTokens::new(served.model.options().max_request_tokens);
     let tokens = texts
         .iter()
         .map(|t| {
             let text = format!("{instruction}{t}");
-            let spans = served
-                .model
-                .tokenizer()
-                .spans(&text, req.add_special_tokens.unwrap_or(true))?;
+            let room = count.remaining();
+            let spans = served.model.tokenizer().spans(
+                &text,
+                req.add_special_tokens.unwrap_or(true),
+                room,
+            )?;
+            let spans = spans.ok_or_else(|| count.exceeded())?;
+            count.add(spans.len())?;
             Ok(spans
                 .into_iter()
                 .map(|s| SimpleToken {

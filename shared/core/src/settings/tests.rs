@@ -17,7 +17,7 @@ fn native(vars: &[(&str, &str)]) -> Parsed<Settings> {
 #[test]
 fn defaults_follow_the_seeds() {
     let s = native(&[]).unwrap();
-    assert_eq!((s.host.as_str(), s.port), ("0.0.0.0", 8000));
+    assert_eq!((s.host.as_str(), s.port), ("127.0.0.1", 8000));
     assert_eq!(s.embeddings_models, ["jinaai/jina-embeddings-v3"]);
     assert_eq!(
         s.reranker_models,
@@ -57,32 +57,94 @@ fn every_variable_means_the_same_everywhere() {
         ("TASK_INSTRUCTIONS", "0", Some(|s| !s.task_instructions)),
         ("TASK_INSTRUCTIONS", "yes", Some(|s| s.task_instructions)),
         ("TASK_INSTRUCTIONS", "maybe", None),
-        ("DEFAULT_TASK", "retrieval.query", Some(|s| s.default_task.as_deref() == Some("retrieval.query"))),
-        ("MAX_BODY_BYTES", "1024", Some(|s| s.limits.max_body_bytes == 1024)),
+        (
+            "DEFAULT_TASK",
+            "retrieval.query",
+            Some(|s| s.default_task.as_deref() == Some("retrieval.query")),
+        ),
+        (
+            "MAX_BODY_BYTES",
+            "1024",
+            Some(|s| s.limits.max_body_bytes == 1024),
+        ),
         ("MAX_INPUTS", "3", Some(|s| s.limits.max_inputs == 3)),
         ("MAX_DOCUMENTS", "4", Some(|s| s.limits.max_documents == 4)),
         ("MAX_DOCUMENTS", "-1", None),
-        ("MAX_REQUEST_TOKENS", "0", Some(|s| s.max_request_tokens == 1)),
-        ("MAX_BATCH_TOKENS", "2048", Some(|s| s.batch(BatchLimits::default()).max_tokens == 2048)),
-        ("MAX_BATCH_SIZE", "8", Some(|s| s.batch_on("cuda").max_size == 8 && s.batch_on("cpu").max_size == 8)),
+        (
+            "MAX_REQUEST_TOKENS",
+            "0",
+            Some(|s| s.max_request_tokens == 1),
+        ),
+        (
+            "MAX_BATCH_TOKENS",
+            "2048",
+            Some(|s| s.batch(BatchLimits::default()).max_tokens == 2048),
+        ),
+        (
+            "MAX_BATCH_SIZE",
+            "8",
+            Some(|s| s.batch_on("cuda").max_size == 8 && s.batch_on("cpu").max_size == 8),
+        ),
         ("MAX_BATCH_SIZE", "many", None),
-        ("API_KEY", "s3cret", Some(|s| s.api_key.as_ref().is_some_and(|k| k.matches("s3cret")))),
-        ("ONNX_QUANTIZATION", "INT8", Some(|s| s.quantization == Quantization::Int8)),
+        (
+            "API_KEY",
+            "s3cret",
+            Some(|s| s.api_key.as_ref().is_some_and(|k| k.matches("s3cret"))),
+        ),
+        (
+            "ONNX_QUANTIZATION",
+            "INT8",
+            Some(|s| s.quantization == Quantization::Int8),
+        ),
         ("ONNX_QUANTIZATION", "q3", None),
         ("USE_CUDA", "false", Some(|s| s.cuda == Cuda::Off)),
         ("USE_CUDA", "maybe", None),
         ("PORT", "http", None),
         ("PORT", "70000", None),
-        ("ORT_INTRA_THREADS", "0", Some(|s| s.intra_threads == Some(1))),
-        ("MAX_MEMORY", "768M", Some(|s| s.max_memory == Some(768 << 20))),
+        (
+            "ORT_INTRA_THREADS",
+            "0",
+            Some(|s| s.intra_threads == Some(1)),
+        ),
+        (
+            "MAX_MEMORY",
+            "768M",
+            Some(|s| s.max_memory == Some(768 << 20)),
+        ),
         ("MAX_MEMORY", "lots", None),
-        ("MAX_QUEUE_WAIT_MS", "250", Some(|s| s.admission.max_wait == Duration::from_millis(250))),
-        ("MAX_CONCURRENT_REQUESTS", "0", Some(|s| s.admission.max_running == 1)),
+        (
+            "MAX_QUEUE_WAIT_MS",
+            "250",
+            Some(|s| s.admission.max_wait == Duration::from_millis(250)),
+        ),
+        (
+            "MAX_CONCURRENT_REQUESTS",
+            "0",
+            Some(|s| s.admission.max_running == 1),
+        ),
         ("DYNAMIC_BATCHING", "false", Some(|s| !s.dynamic_batching)),
-        ("BATCH_WAIT_MS", "5", Some(|s| s.batch_wait == Duration::from_millis(5))),
-        ("EMBEDDINGS_MODEL_ID", " a/b , ./c,a/b,, ", Some(|s| s.embeddings_models == ["a/b", "./c"])),
-        ("RERANKER_MODEL_ID", "NONE", Some(|s| s.reranker_models.is_empty())),
-        ("HOST", "  ", Some(|s| s.host == "0.0.0.0")),
+        (
+            "BATCH_WAIT_MS",
+            "5",
+            Some(|s| s.batch_wait == Duration::from_millis(5)),
+        ),
+        (
+            "EMBEDDINGS_MODEL_ID",
+            " a/b , ./c,a/b,, ",
+            Some(|s| s.embeddings_models == ["a/b", "./c"]),
+        ),
+        (
+            "RERANKER_MODEL_ID",
+            "NONE",
+            Some(|s| s.reranker_models.is_empty()),
+        ),
+        ("HOST", "  ", Some(|s| s.host == "127.0.0.1")),
+        ("HOST", "0.0.0.0", Some(|s| s.host == "0.0.0.0")),
+        (
+            "MAX_EMBED_ALL_VALUES",
+            "10",
+            Some(|s| s.limits.max_embed_all_values == 10),
+        ),
     ];
     for place in [Place::Native, Place::Component] {
         for (name, value, check) in rows {
@@ -130,7 +192,11 @@ fn the_host_forwards_every_component_setting() {
         },
         Place::Native,
     );
-    for name in read.borrow().iter().filter(|n| !n.starts_with("AWS_LAMBDA_")) {
+    for name in read
+        .borrow()
+        .iter()
+        .filter(|n| !n.starts_with("AWS_LAMBDA_"))
+    {
         assert!(
             SETTINGS.iter().any(|s| s.name == name),
             "{name} is read but not in SETTINGS"
