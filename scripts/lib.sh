@@ -25,7 +25,8 @@ locked_venv() {  # locked_venv VENV LOCKFILE
   log "creating Python venv at $venv from ${lock#"$ROOT"/}"
   rm -rf "$venv"
   python3 -m venv "$venv"
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check --require-hashes -r "$lock"
+  # --no-deps: the lock lists every package, transitive ones included, at one version each.
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check --require-hashes --no-deps -r "$lock"
   echo "$want" > "$stamp"
 }
 

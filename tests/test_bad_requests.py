@@ -189,7 +189,13 @@ for route in POST_ROUTES:
         ("msgpack", "application/msgpack", b"\x81\xa5input\xa5hello"),
         ("octet-stream", "application/octet-stream", bytes(range(256))),
     ]:
-        add(f"{r}-content-type-{name}", "POST", route, raw, headers={"Content-Type": ctype})
+        add(f"{r}-content-type-{name}", "POST", route, raw, status=415, fragment="application/json",
+            headers={"Content-Type": ctype})
+    # A JSON body declared as a form (curl -d's default) or as text is refused the same way:
+    # browsers send those without a preflight, so accepting them would let any page post here.
+    for name, ctype in [("form", "application/x-www-form-urlencoded"), ("text", "text/plain")]:
+        add(f"{r}-json-body-as-{name}", "POST", route, valid, status=415, fragment="application/json",
+            headers={"Content-Type": ctype})
 
 # --- 2. wrong types, bad values, empty values, unknown models/tasks/formats (per route) ------------
 
@@ -623,9 +629,9 @@ def rerank_ok(doc, n):
 
 ACCEPTED = [
     # (id, server, method, path, body, headers, check of the parsed reply)
-    ("curl-default-form-content-type", "jina", "/api/embed", dumps({"input": "x"}),
-     {"Content-Type": "application/x-www-form-urlencoded"}, lambda d: embed_ok(d, 1)),
-    ("text-plain-content-type", "jina", "/api/embed", dumps({"input": "x"}), {"Content-Type": "text/plain"},
+    ("json-with-charset", "jina", "/api/embed", dumps({"input": "x"}),
+     {"Content-Type": "application/json; charset=utf-8"}, lambda d: embed_ok(d, 1)),
+    ("json-suffix-type", "jina", "/api/embed", dumps({"input": "x"}), {"Content-Type": "application/vnd.api+json"},
      lambda d: embed_ok(d, 1)),
     ("no-content-type", "jina", "/v1/embeddings", dumps({"input": "x"}), {}, lambda d: openai_ok(d, 1)),
     ("legacy-empty-prompt-gives-empty-vector", "jina", "/api/embeddings", dumps({"prompt": ""}), None,

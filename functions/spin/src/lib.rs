@@ -14,6 +14,7 @@ mod state;
 
 use embedfn_core::api::Api;
 use embedfn_core::router::{check_key, error_reply};
+use embedfn_core::settings::SECRETS;
 use embedfn_core::{route, ApiKey, Error, Reply};
 use spin_sdk::http::{Request, Response};
 use spin_sdk::http_component;
@@ -39,7 +40,17 @@ impl bindings::Guest for Component {
         // Freed memory is zeroed meanwhile: Wizer ships only non-zero bytes.
         // Nothing here may touch stdout/stderr: a stream opened now would be a dead handle in
         // the snapshot.
-        let _ = alloc::zeroing_freed(state::app);
+        alloc::zeroing_freed(|| {
+            let _ = state::app();
+            // Anything that read the environment meanwhile (the C library's copy of it, taken
+            // by the first `getenv` of any dependency) holds the secrets that were in it. The
+            // snapshot ships the whole linear memory: scrub them from it.
+            for name in SECRETS {
+                if let Some(secret) = state::var(&state::environment(), name) {
+                    scrub(secret.into_bytes());
+                }
+            }
+        });
     }
 }
 
@@ -78,6 +89,32 @@ fn handle(req: Request) -> Response {
         eprintln!("embedfn profile: request {ms:.2} ms");
     }
     respond(reply)
+}
+
+/// Zeroes every copy of `secret` in linear memory but this one (zeroed last). Secrets shorter
+/// than 8 bytes are left: they would match unrelated bytes.
+fn scrub(mut secret: Vec<u8>) {
+    let n = secret.len();
+    if n < 8 {
+        return;
+    }
+    let own = secret.as_ptr() as usize..secret.as_ptr() as usize + n;
+    let end = memory_bytes();
+    let first = secret[0];
+    let mut at = 1; // address 0 holds no object
+    while at + n <= end {
+        // SAFETY: pre-initialisation runs no other code; every address below `end` is in the
+        // linear memory, and the bytes rewritten are copies of a secret nothing may keep.
+        let window = unsafe { std::slice::from_raw_parts_mut(at as *mut u8, n) };
+        if window[0] == first && !own.contains(&at) && window == secret.as_slice() {
+            window.fill(0);
+            at += n;
+        } else {
+            at += 1;
+        }
+    }
+    secret.fill(0);
+    std::hint::black_box(&secret);
 }
 
 /// The linear memory's size: its high-water mark (Wasm memory never shrinks).
