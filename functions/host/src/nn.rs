@@ -207,9 +207,11 @@ fn text_batch(inputs: &[(String, Tensor)], pad_id: i64) -> Option<Batch> {
         Some(_) => return None,
         None => None,
     };
+    let attention_mask = ints(mask)?;
     Some(Batch {
         input_ids: ints(ids)?,
-        attention_mask: ints(mask)?,
+        position_ids: Batch::positions_of(&attention_mask, usize::try_from(seq).ok()?),
+        attention_mask,
         token_type_ids: types,
         batch: rows as usize,
         seq: seq as usize,

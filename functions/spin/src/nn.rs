@@ -25,12 +25,16 @@ thread_local! {
 #[derive(Debug, Clone)]
 pub struct NnBackend {
     name: String,
+    output: Option<String>,
 }
 
 impl NnBackend {
-    /// The graph the host knows as `name`.
-    pub fn new(name: impl Into<String>) -> Self {
-        Self { name: name.into() }
+    /// The graph the host knows as `name`; its output named `output` is read (else its first).
+    pub fn new(name: impl Into<String>, output: Option<&str>) -> Self {
+        Self {
+            name: name.into(),
+            output: output.map(str::to_string),
+        }
     }
 }
 
@@ -66,21 +70,12 @@ fn floats(ty: TensorType, bytes: &[u8]) -> Result<Vec<f32>> {
 
 impl Backend for NnBackend {
     fn forward(&self, batch: &Batch) -> Result<Tensor> {
-        let dims = [batch.batch, batch.seq];
-        let mut inputs = vec![
-            ("input_ids".to_string(), int64(&batch.input_ids, &dims)),
-            (
-                "attention_mask".to_string(),
-                int64(&batch.attention_mask, &dims),
-            ),
-            (
-                "token_type_ids".to_string(),
-                int64(&batch.token_type_ids, &dims),
-            ),
-        ];
-        if let Some(task) = batch.task_id {
-            inputs.push(("task_id".to_string(), int64(&[task], &[1])));
-        }
+        // Every input a text model may take; the host feeds the ones its graph declares.
+        let inputs: Vec<(String, NnTensor)> = batch
+            .named_inputs()
+            .into_iter()
+            .map(|(name, data, dims)| (name.to_string(), int64(data, &dims)))
+            .collect();
         let outputs = GRAPHS.with(|graphs| {
             let mut graphs = graphs.borrow_mut();
             if !graphs.contains_key(&self.name) {
@@ -92,10 +87,11 @@ impl Backend for NnBackend {
                 .map_err(|e| nn_err("init-execution-context", e))?;
             context.compute(inputs).map_err(|e| nn_err("compute", e))
         })?;
+        let wanted = |name: &String| self.output.as_ref().is_none_or(|w| w == name);
         let (_, output) = outputs
             .into_iter()
-            .next()
-            .ok_or_else(|| Error::Backend("wasi:nn compute returned no outputs".into()))?;
+            .find(|(name, _)| wanted(name))
+            .ok_or_else(|| Error::Backend("wasi:nn compute returned no such output".into()))?;
         Ok(Tensor {
             shape: output.dimensions().iter().map(|&d| d as usize).collect(),
             data: floats(output.ty(), &output.data())?.into(),

@@ -14,6 +14,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use embedfn_core::files::{model_info, onnx_path, read_graph, read_model_dir};
+use embedfn_core::sentence::SENTENCE_EMBEDDING;
 use embedfn_core::{
     App, BatchLimits, Embedder, EmbedderOptions, Error, ModelKind, ModelSpec, Place, Quantization,
     Registry, RerankOptions, Reranker, Result, Served, Settings, TextTokenizer,
@@ -26,16 +27,17 @@ type Engine = embedfn_tract::TractBackend;
 type Engine = crate::nn::NnBackend;
 
 /// The engine for the model in `dir`, served as `name`.
-fn engine(dir: &Path, name: &str, quantization: Quantization) -> Result<Engine> {
+fn engine(dir: &Path, name: &str, quantization: Quantization, spec: &ModelSpec) -> Result<Engine> {
+    let output = spec.sentence_output.then_some(SENTENCE_EMBEDDING);
     #[cfg(feature = "tract")]
     {
         let _ = name;
-        embedfn_tract::TractBackend::load(&onnx_path(dir, quantization)?)
+        embedfn_tract::TractBackend::load(&onnx_path(dir, quantization)?, output)
     }
     #[cfg(not(feature = "tract"))]
     {
         let _ = (dir, quantization);
-        Ok(crate::nn::NnBackend::new(name))
+        Ok(crate::nn::NnBackend::new(name, output))
     }
 }
 
@@ -106,7 +108,12 @@ fn build() -> Result<App<Engine>> {
         .iter()
         .map(|dir| -> Result<_> {
             let (spec, tokenizer, served) = load(dir, ModelKind::Embedding)?;
-            let backend = engine(Path::new(dir), &served.info.name, settings.quantization)?;
+            let backend = engine(
+                Path::new(dir),
+                &served.info.name,
+                settings.quantization,
+                &spec,
+            )?;
             let options = EmbedderOptions {
                 instructions: settings.task_instructions,
                 default_task: settings.default_task.clone(),
@@ -125,7 +132,12 @@ fn build() -> Result<App<Engine>> {
         .iter()
         .map(|dir| -> Result<_> {
             let (spec, tokenizer, served) = load(dir, ModelKind::CrossEncoder)?;
-            let backend = engine(Path::new(dir), &served.info.name, settings.quantization)?;
+            let backend = engine(
+                Path::new(dir),
+                &served.info.name,
+                settings.quantization,
+                &spec,
+            )?;
             let options = RerankOptions {
                 max_request_tokens: settings.max_request_tokens,
                 batch,

@@ -15,6 +15,9 @@ pub struct Batch {
     pub attention_mask: Vec<i64>,
     /// Segment ids (0 for padding).
     pub token_type_ids: Vec<i64>,
+    /// Each token's position in its sequence, counted over real tokens (decoder graphs take
+    /// `position_ids`; padding gets 0).
+    pub position_ids: Vec<i64>,
     /// Number of sequences.
     pub batch: usize,
     /// Padded length.
@@ -33,6 +36,7 @@ impl Batch {
             input_ids: Vec::with_capacity(seqs.len() * seq),
             attention_mask: Vec::with_capacity(seqs.len() * seq),
             token_type_ids: Vec::with_capacity(seqs.len() * seq),
+            position_ids: Vec::with_capacity(seqs.len() * seq),
             batch: seqs.len(),
             seq,
             task_id,
@@ -46,8 +50,25 @@ impl Batch {
             b.attention_mask.extend(std::iter::repeat_n(0, pad));
             b.token_type_ids.extend(&t.type_ids);
             b.token_type_ids.extend(std::iter::repeat_n(0, pad));
+            b.position_ids.extend(0..t.len() as i64);
+            b.position_ids.extend(std::iter::repeat_n(0, pad));
         }
         b
+    }
+
+    /// The position ids of a `[rows, seq]` attention mask: the count of real tokens before
+    /// each, whichever side the padding is on (0 for padding).
+    pub fn positions_of(mask: &[i64], seq: usize) -> Vec<i64> {
+        mask.chunks(seq.max(1))
+            .flat_map(|row| {
+                let mut at = 0i64;
+                row.iter().map(move |&m| {
+                    let p = if m != 0 { at } else { 0 };
+                    at += i64::from(m != 0);
+                    p
+                })
+            })
+            .collect()
     }
 
     /// The attention mask of row `i`.
@@ -56,7 +77,8 @@ impl Batch {
     }
 
     /// The batch as a text model's graph inputs, named as ONNX exports name them, with their
-    /// shapes: `input_ids`, `attention_mask`, `token_type_ids` (`[batch, seq]`), and `task_id`
+    /// shapes: `input_ids`, `attention_mask`, `token_type_ids`, `position_ids` (`[batch, seq]`),
+    /// and `task_id`
     /// (`[1]`) when the batch has one. Engines that feed by name (`wasi:nn`) send these.
     pub fn named_inputs(&self) -> Vec<(&'static str, &[i64], Vec<usize>)> {
         let dims = vec![self.batch, self.seq];
@@ -67,7 +89,12 @@ impl Batch {
                 self.attention_mask.as_slice(),
                 dims.clone(),
             ),
-            ("token_type_ids", self.token_type_ids.as_slice(), dims),
+            (
+                "token_type_ids",
+                self.token_type_ids.as_slice(),
+                dims.clone(),
+            ),
+            ("position_ids", self.position_ids.as_slice(), dims),
         ];
         if let Some(task) = &self.task_id {
             inputs.push(("task_id", std::slice::from_ref(task), vec![1]));
@@ -82,6 +109,7 @@ impl Batch {
             Feed::InputIds => (&self.input_ids, dims),
             Feed::AttentionMask => (&self.attention_mask, dims),
             Feed::TokenTypeIds => (&self.token_type_ids, dims),
+            Feed::PositionIds => (&self.position_ids, dims),
             Feed::TaskId(rank) => {
                 let task = self.task_id.as_ref().ok_or_else(|| {
                     Error::Backend(
@@ -113,6 +141,7 @@ impl Batch {
             input_ids: Vec::with_capacity(rows * seq),
             attention_mask: Vec::with_capacity(rows * seq),
             token_type_ids: Vec::with_capacity(rows * seq),
+            position_ids: Vec::with_capacity(rows * seq),
             batch: rows,
             seq,
             task_id: first.task_id,
@@ -126,8 +155,10 @@ impl Batch {
                 out.input_ids.extend(std::iter::repeat_n(b.pad_id, pad));
                 out.attention_mask.extend(&b.attention_mask[row.clone()]);
                 out.attention_mask.extend(std::iter::repeat_n(0, pad));
-                out.token_type_ids.extend(&b.token_type_ids[row]);
+                out.token_type_ids.extend(&b.token_type_ids[row.clone()]);
                 out.token_type_ids.extend(std::iter::repeat_n(0, pad));
+                out.position_ids.extend(&b.position_ids[row]);
+                out.position_ids.extend(std::iter::repeat_n(0, pad));
             }
         }
         out
@@ -190,6 +221,8 @@ pub enum Feed {
     AttentionMask,
     /// `token_type_ids`
     TokenTypeIds,
+    /// `position_ids` (decoder exports: Qwen3, Gemma)
+    PositionIds,
     /// `task_id`, with the rank the graph declares for it (0 or 1).
     TaskId(usize),
 }
@@ -201,6 +234,7 @@ impl Feed {
             Feed::InputIds => "input_ids",
             Feed::AttentionMask => "attention_mask",
             Feed::TokenTypeIds => "token_type_ids",
+            Feed::PositionIds => "position_ids",
             Feed::TaskId(_) => "task_id",
         }
     }
@@ -211,6 +245,7 @@ impl Feed {
             Feed::InputIds,
             Feed::AttentionMask,
             Feed::TokenTypeIds,
+            Feed::PositionIds,
             Feed::TaskId(rank),
         ]
         .into_iter()
@@ -469,6 +504,7 @@ mod tests {
         let facts = GraphFacts {
             batch_invariant: false,
             attention: AttentionKind::Plain,
+            sentence_embedding: false,
         };
         let one = plan(&[5, 5, 5], limits.for_graph(&facts));
         assert_eq!(one, vec![vec![0], vec![1], vec![2]]);

@@ -318,6 +318,7 @@ mod tests {
             input_ids: vec![id, id],
             attention_mask: vec![1, 1],
             token_type_ids: vec![0, 0],
+            position_ids: vec![0, 1],
             batch: 1,
             seq: 2,
             task_id,

@@ -109,8 +109,27 @@ impl<B: Backend> Embedder<B> {
         backend: B,
         mut options: EmbedderOptions,
     ) -> Result<Self> {
+        spec.check_graph()?;
         if spec.tasks.is_empty() {
-            options.default_task = None;
+            // Prompt models: `DEFAULT_TASK` when it names one of the model's prompts (the
+            // setting is process-wide: other models may have other names), else the model's
+            // own `default_prompt_name`.
+            options.default_task = options
+                .default_task
+                .take()
+                .filter(|name| spec.task_instructions.contains_key(name))
+                .or_else(|| spec.default_prompt.clone())
+                .map(|name| {
+                    if spec.task_instructions.contains_key(&name) {
+                        Ok(name)
+                    } else {
+                        Err(Error::Model(format!(
+                            "the default prompt '{name}' is not one of the model's prompts \
+                             (config_sentence_transformers.json)"
+                        )))
+                    }
+                })
+                .transpose()?;
         } else {
             let task = options
                 .default_task
@@ -119,6 +138,7 @@ impl<B: Backend> Embedder<B> {
                 .map_err(|e| Error::Model(e.to_string()))?;
         }
         options.batch = options.batch.for_graph(&spec.graph);
+        let tokenizer = tokenizer.with_config_pad(spec.pad_token_id);
         Ok(Self {
             spec,
             tokenizer,
@@ -214,6 +234,32 @@ impl<B: Backend> Embedder<B> {
     /// The tokenizer (TEI's `/tokenize` and `/decode` use it directly).
     pub fn tokenizer(&self) -> &TextTokenizer {
         &self.tokenizer
+    }
+
+    /// The task or prompt an `input_type` (`query`, `document` and their aliases) stands for on
+    /// this model: jina-embeddings-v3's `retrieval.query` / `retrieval.passage`, a
+    /// sentence-transformers model's `query` / `document` (or `passage`) prompt; `None` when the
+    /// model has no such task (its texts then go in as they are).
+    pub fn task_for_input_type(&self, input_type: &str) -> Result<Option<String>> {
+        let names: &[&str] = match input_type.to_ascii_lowercase().as_str() {
+            "query" | "search_query" => &["retrieval.query", "query", "retrieval"],
+            "document" | "search_document" | "passage" => {
+                &["retrieval.passage", "document", "passage", "retrieval"]
+            }
+            _ => {
+                return Err(Error::bad_request(format!(
+                    "input_type '{input_type}' is not one of query, document (search_query, \
+                     search_document, passage)"
+                )))
+            }
+        };
+        Ok(names
+            .iter()
+            .find(|n| {
+                self.spec.tasks.iter().any(|t| t == *n)
+                    || (self.spec.tasks.is_empty() && self.spec.task_instructions.contains_key(**n))
+            })
+            .map(|n| n.to_string()))
     }
 
     /// The instruction prefix a request's task or prompt name adds ("" for none).

@@ -18,6 +18,21 @@ pub fn read_model_dir(dir: &Path) -> Result<ModelFiles> {
     };
     let optional = |name: &str| fs::read_to_string(dir.join(name)).ok();
     let config = required("config.json")?;
+    let modules_json = optional("modules.json");
+    // Each listed module's own config (Dense projections say their width there).
+    let module_configs = modules_json
+        .as_deref()
+        .and_then(|m| serde_json::from_str::<Vec<serde_json::Value>>(m).ok())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|m| {
+            m.get("path")?
+                .as_str()
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
+        })
+        .filter_map(|p| Some((p.clone(), optional(&format!("{p}/config.json"))?)))
+        .collect();
     Ok(ModelFiles {
         tokenizer_json: required("tokenizer.json")?,
         config_json: String::from_utf8(config)
@@ -26,6 +41,8 @@ pub fn read_model_dir(dir: &Path) -> Result<ModelFiles> {
         sentence_bert_json: optional("sentence_bert_config.json"),
         sentence_transformers_json: optional("config_sentence_transformers.json"),
         tokenizer_config_json: optional("tokenizer_config.json"),
+        modules_json,
+        module_configs,
     })
 }
 

@@ -38,6 +38,7 @@ pub mod registry;
 pub mod rerank;
 pub mod router;
 pub mod routes;
+pub mod sentence;
 pub mod settings;
 pub mod spec;
 pub mod time;

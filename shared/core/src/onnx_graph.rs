@@ -18,6 +18,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::collections::{BTreeSet, HashMap};
 
 use crate::error::{Error, Result};
+use crate::sentence::SENTENCE_EMBEDDING;
 use crate::spec::GraphFacts;
 
 /// `TensorProto.DataType` codes that decide the quantization label.
@@ -39,12 +40,17 @@ pub struct GraphSummary {
     pub weights: WeightStats,
     /// Every node's `op_type`, subgraphs included.
     pub op_types: BTreeSet<String>,
+    /// The graph's output names.
+    pub outputs: Vec<String>,
 }
 
 impl GraphSummary {
     /// The facts the memory budget and the batch planner need.
     pub fn facts(&self) -> GraphFacts {
-        GraphFacts::from_op_types(self.op_types.iter().map(String::as_str))
+        GraphFacts {
+            sentence_embedding: self.outputs.iter().any(|o| o == SENTENCE_EMBEDDING),
+            ..GraphFacts::from_op_types(self.op_types.iter().map(String::as_str))
+        }
     }
 }
 
@@ -85,6 +91,7 @@ pub fn read<R: Read + Seek>(reader: R) -> Result<GraphSummary> {
             packed_4bit: acc.ops.contains("MatMulNBits"),
         },
         op_types: acc.ops,
+        outputs: acc.outputs,
     })
 }
 
@@ -142,6 +149,10 @@ struct Acc {
     named: HashMap<String, u64>,
     /// Initializers packed several weights to an element, by name: weights per element.
     packed: HashMap<String, u64>,
+    /// The main graph's output names.
+    outputs: Vec<String>,
+    /// How deep in subgraphs the reader is (0: the main graph).
+    depth: usize,
 }
 
 impl Acc {
@@ -176,11 +187,25 @@ fn bad(what: &str) -> Error {
     Error::Model(format!("malformed ONNX graph: {what}"))
 }
 
-/// `GraphProto`: `node` = 1, `initializer` = 5, `sparse_initializer` = 15.
+/// `GraphProto`: `node` = 1, `initializer` = 5, `output` = 12 (`ValueInfoProto`: `name` = 1),
+/// `sparse_initializer` = 15.
 fn graph<R: Read + Seek>(r: &mut Proto<R>, end: u64, acc: &mut Acc) -> Result<()> {
+    acc.depth += 1;
     while r.pos < end {
         let (field, wire) = r.key()?;
         match (field, wire) {
+            (12, 2) if acc.depth == 1 => {
+                let end = r.varint()? + r.pos;
+                while r.pos < end {
+                    match r.key()? {
+                        (1, 2) => {
+                            let name = r.string("an output name")?;
+                            acc.outputs.push(name);
+                        }
+                        (_, wire) => r.skip_value(wire)?,
+                    }
+                }
+            }
             (1, 2) => {
                 let end = r.varint()? + r.pos;
                 node(r, end, acc)?;
@@ -198,6 +223,7 @@ fn graph<R: Read + Seek>(r: &mut Proto<R>, end: u64, acc: &mut Acc) -> Result<()
             _ => r.skip_value(wire)?,
         }
     }
+    acc.depth -= 1;
     Ok(())
 }
 

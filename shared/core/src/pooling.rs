@@ -10,6 +10,11 @@ pub enum Pooling {
     Mean,
     /// The first token's (`[CLS]` / `<s>`) embedding.
     Cls,
+    /// The element-wise maximum over the tokens whose attention mask is 1.
+    Max,
+    /// The last token whose attention mask is 1 (decoder embedders: Qwen3-Embedding,
+    /// jina-embeddings-v5), wherever the padding is.
+    LastToken,
 }
 
 impl Pooling {
@@ -21,8 +26,30 @@ impl Pooling {
             Pooling::Cls => tokens
                 .get(..hidden)
                 .map_or_else(|| vec![0.0; hidden], <[f32]>::to_vec),
+            Pooling::Max => max(tokens, mask, hidden),
+            Pooling::LastToken => mask
+                .iter()
+                .rposition(|&m| m != 0)
+                .and_then(|i| tokens.get(i * hidden..(i + 1) * hidden))
+                .map_or_else(|| vec![0.0; hidden], <[f32]>::to_vec),
         }
     }
+}
+
+/// Element-wise maximum of the token rows whose mask is non-zero (zeros when there are none).
+pub fn max(tokens: &[f32], mask: &[i64], hidden: usize) -> Vec<f32> {
+    let mut out: Option<Vec<f32>> = None;
+    for (row, _) in tokens
+        .chunks_exact(hidden)
+        .zip(mask)
+        .filter(|(_, &m)| m != 0)
+    {
+        match &mut out {
+            None => out = Some(row.to_vec()),
+            Some(o) => o.iter_mut().zip(row).for_each(|(a, &b)| *a = a.max(b)),
+        }
+    }
+    out.unwrap_or_else(|| vec![0.0; hidden])
 }
 
 /// Mean of the token rows whose mask is non-zero (the sentence-transformers formula, with the
@@ -82,6 +109,21 @@ mod tests {
     fn cls_takes_first_row() {
         let tokens = [1.0, 2.0, 3.0, 4.0];
         assert_eq!(Pooling::Cls.pool(&tokens, &[1, 1], 2), vec![1.0, 2.0]);
+    }
+
+    #[test]
+    fn last_token_and_max_follow_the_mask_on_either_side() {
+        let tokens = [1.0, 5.0, 3.0, 2.0, 9.0, 9.0];
+        assert_eq!(
+            Pooling::LastToken.pool(&tokens, &[1, 1, 0], 2),
+            vec![3.0, 2.0]
+        );
+        assert_eq!(
+            Pooling::LastToken.pool(&tokens, &[0, 1, 1], 2),
+            vec![9.0, 9.0]
+        );
+        assert_eq!(Pooling::Max.pool(&tokens, &[1, 1, 0], 2), vec![3.0, 5.0]);
+        assert_eq!(Pooling::Max.pool(&tokens, &[0, 0, 0], 2), vec![0.0, 0.0]);
     }
 
     #[test]

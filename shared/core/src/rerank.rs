@@ -81,6 +81,7 @@ impl<B: Backend> Reranker<B> {
         mut options: RerankOptions,
     ) -> Self {
         options.batch = options.batch.for_graph(&spec.graph);
+        let tokenizer = tokenizer.with_config_pad(spec.pad_token_id);
         Self {
             spec,
             tokenizer,

@@ -4,13 +4,14 @@
 //! | fact | read from |
 //! |---|---|
 //! | kind | `config.json` `architectures` (`…ForSequenceClassification` → cross-encoder) |
-//! | pooling | `1_Pooling/config.json` (`pooling_mode_cls_token`), else mean |
+//! | pooling | `1_Pooling/config.json` (mean, cls, max, last token: [`crate::sentence`]), else mean |
+//! | Dense modules | `modules.json` and each Dense module's `config.json`: the vector is the graph's `sentence_embedding` output, as wide as the last Dense |
 //! | max length | `sentence_bert_config.json` `max_seq_length`, else `tokenizer_config.json` `model_max_length`, else `max_position_embeddings` (less the RoBERTa padding offset) |
-//! | dims | `config.json` `hidden_size` |
+//! | dims | the last Dense module's `out_features`, else `config.json` `hidden_size` |
 //! | Matryoshka dims | `config.json` `matryoshka_dimensions` |
 //! | tasks | `config.json` `lora_adaptations` (index = `task_id`) |
 //! | heads, FFN width | `config.json` `num_attention_heads`, `intermediate_size` |
-//! | instructions | `config.json` `task_instructions`, else `config_sentence_transformers.json` `prompts` |
+//! | instructions | `config.json` `task_instructions`, else `config_sentence_transformers.json` `prompts` (its `default_prompt_name` the default) |
 
 use std::collections::BTreeMap;
 
@@ -43,6 +44,10 @@ pub struct ModelFiles {
     pub sentence_transformers_json: Option<String>,
     /// `tokenizer_config.json`.
     pub tokenizer_config_json: Option<String>,
+    /// `modules.json`.
+    pub modules_json: Option<String>,
+    /// Each module's `config.json`, by the module's path (`2_Dense`).
+    pub module_configs: Vec<(String, String)>,
 }
 
 /// Everything the core derives from a model directory.
@@ -54,6 +59,12 @@ pub struct ModelSpec {
     pub model_type: String,
     /// How token embeddings are pooled.
     pub pooling: Pooling,
+    /// The vector is the graph's `sentence_embedding` output (Dense modules follow pooling).
+    pub sentence_output: bool,
+    /// `config_sentence_transformers.json` `default_prompt_name`.
+    pub default_prompt: Option<String>,
+    /// `config.json` `pad_token_id`.
+    pub pad_token_id: Option<i64>,
     /// The longest token sequence the model takes, special tokens included.
     pub max_length: usize,
     /// Output width (`hidden_size`).
@@ -99,12 +110,6 @@ struct Config {
 }
 
 #[derive(Deserialize, Default)]
-struct PoolingConfig {
-    #[serde(default)]
-    pooling_mode_cls_token: bool,
-}
-
-#[derive(Deserialize, Default)]
 struct SentenceBertConfig {
     max_seq_length: Option<usize>,
 }
@@ -113,6 +118,8 @@ struct SentenceBertConfig {
 struct SentenceTransformersConfig {
     #[serde(default)]
     prompts: BTreeMap<String, String>,
+    #[serde(default)]
+    default_prompt_name: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -130,7 +137,6 @@ impl ModelSpec {
     /// Derives the spec from a model directory's files.
     pub fn from_files(files: &ModelFiles) -> Result<Self> {
         let config: Config = parse("config.json", Some(&files.config_json))?;
-        let pooling: PoolingConfig = parse("1_Pooling/config.json", files.pooling_json.as_deref())?;
         let sbert: SentenceBertConfig = parse(
             "sentence_bert_config.json",
             files.sentence_bert_json.as_deref(),
@@ -153,9 +159,23 @@ impl ModelSpec {
         } else {
             ModelKind::Embedding
         };
-        let dims = config
+        let modules = crate::sentence::read(
+            files.modules_json.as_deref(),
+            files.pooling_json.as_deref(),
+            |path| {
+                files
+                    .module_configs
+                    .iter()
+                    .find(|(p, _)| p == path)
+                    .map(|(_, c)| c.clone())
+            },
+            !st.prompts.is_empty(),
+        )?;
+        let hidden = config
             .hidden_size
             .ok_or_else(|| Error::Model("config.json: no hidden_size".into()))?;
+        let dims = modules.dense_out.unwrap_or(hidden);
+        let default_prompt = st.default_prompt_name.clone();
         let max_length = sbert
             .max_seq_length
             .or_else(|| {
@@ -174,11 +194,10 @@ impl ModelSpec {
         Ok(ModelSpec {
             kind,
             model_type: config.model_type,
-            pooling: if pooling.pooling_mode_cls_token {
-                Pooling::Cls
-            } else {
-                Pooling::Mean
-            },
+            pooling: modules.pooling,
+            sentence_output: modules.dense_out.is_some(),
+            default_prompt,
+            pad_token_id: config.pad_token_id.and_then(|p| i64::try_from(p).ok()),
             max_length,
             dims,
             matryoshka_dims: config.matryoshka_dimensions,
@@ -190,6 +209,20 @@ impl ModelSpec {
             intermediate_size: config.intermediate_size,
             graph: GraphFacts::default(),
         })
+    }
+
+    /// Whether the graph (its facts in [`ModelSpec::graph`]) gives what the model files ask
+    /// for: Dense modules after pooling need the graph's `sentence_embedding` output.
+    pub fn check_graph(&self) -> Result<()> {
+        if self.sentence_output && !self.graph.sentence_embedding {
+            return Err(Error::Model(format!(
+                "modules.json lists Dense modules after pooling, which embedfn takes from the \
+                 graph's `{}` output, and this ONNX graph has none (export the model with \
+                 sentence-transformers' ONNX export, which includes them)",
+                crate::sentence::SENTENCE_EMBEDDING
+            )));
+        }
+        Ok(())
     }
 
     /// The `task_id` of a task name, or a 400 listing the valid ones.
@@ -329,6 +362,9 @@ pub struct GraphFacts {
     pub batch_invariant: bool,
     /// The attention the graph computes.
     pub attention: AttentionKind,
+    /// The graph has a `sentence_embedding` output (sentence-transformers exports: pooling,
+    /// Dense and Normalize inside the graph).
+    pub sentence_embedding: bool,
 }
 
 impl Default for GraphFacts {
@@ -336,6 +372,7 @@ impl Default for GraphFacts {
         Self {
             batch_invariant: true,
             attention: AttentionKind::Plain,
+            sentence_embedding: false,
         }
     }
 }
@@ -363,6 +400,7 @@ impl GraphFacts {
             }
         }
         Self {
+            sentence_embedding: false,
             batch_invariant: !dynamic,
             attention: if softmax {
                 AttentionKind::Plain

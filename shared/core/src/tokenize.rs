@@ -89,7 +89,16 @@ pub struct TextTokenizer {
     inner: Tokenizer,
     single_specials: usize,
     pair_specials: usize,
-    pad_id: i64,
+    pad_id: PadId,
+}
+
+/// Where the padding id came from (which source wins when the model's config names one too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PadId {
+    /// `tokenizer.json`'s padding settings, or the model's `config.json`.
+    Declared(i64),
+    /// A token named like padding, or 0.
+    Named(i64),
 }
 
 impl std::fmt::Debug for TextTokenizer {
@@ -110,11 +119,18 @@ impl TextTokenizer {
     /// Parses a `tokenizer.json`.
     pub fn from_bytes(json: &[u8]) -> Result<Self> {
         let mut inner = Tokenizer::from_bytes(json).map_err(tok_err)?;
+        // The padding the tokenizer declares, else a `<pad>` / `[PAD]` token (a model's
+        // `config.json` `pad_token_id` comes before the latter: [`Self::with_config_pad`]).
         let pad_id = inner
             .get_padding()
-            .map(|p| p.pad_id)
-            .or_else(|| ["<pad>", "[PAD]"].iter().find_map(|t| inner.token_to_id(t)))
-            .unwrap_or(0);
+            .map(|p| PadId::Declared(i64::from(p.pad_id)))
+            .or_else(|| {
+                ["<pad>", "[PAD]"]
+                    .iter()
+                    .find_map(|t| inner.token_to_id(t))
+                    .map(|id| PadId::Named(i64::from(id)))
+            })
+            .unwrap_or(PadId::Named(0));
         inner.with_padding(None);
         inner.with_truncation(None).map_err(tok_err)?;
         let (single_specials, pair_specials) = inner
@@ -124,13 +140,25 @@ impl TextTokenizer {
             inner,
             single_specials,
             pair_specials,
-            pad_id: i64::from(pad_id),
+            pad_id,
         })
     }
 
     /// The id used to pad batches.
     pub fn pad_id(&self) -> i64 {
-        self.pad_id
+        match self.pad_id {
+            PadId::Declared(id) | PadId::Named(id) => id,
+        }
+    }
+
+    /// Pads with the model's `config.json` `pad_token_id` unless `tokenizer.json` declares its
+    /// own padding (decoders such as Qwen3 pad with `<|endoftext|>`, and their classification
+    /// heads find the last real token by it).
+    pub fn with_config_pad(mut self, pad_token_id: Option<i64>) -> Self {
+        if let (PadId::Named(_), Some(id)) = (self.pad_id, pad_token_id) {
+            self.pad_id = PadId::Declared(id);
+        }
+        self
     }
 
     /// Special tokens the post-processor adds around a pair (4 for XLM-R, 3 for BERT).

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use embedfn_core::dynamic::{Batcher, BatchingOptions};
 use embedfn_core::files::{model_info, onnx_path, read_graph, read_model_dir};
+use embedfn_core::sentence::SENTENCE_EMBEDDING;
 use embedfn_core::{
     BatchLimits, Budget, Embedder, EmbedderOptions, Error, Metrics, ModelInfo, ModelKind,
     ModelSpec, RerankOptions, Reranker, Result, Served, TextTokenizer,
@@ -21,11 +22,12 @@ pub type Engine = Batcher<OrtBackend>;
 
 /// Files fetched from the hub besides the ONNX graph; missing optional ones are fine.
 const REQUIRED: [&str; 2] = ["config.json", "tokenizer.json"];
-const OPTIONAL: [&str; 4] = [
+const OPTIONAL: [&str; 5] = [
     "1_Pooling/config.json",
     "sentence_bert_config.json",
     "config_sentence_transformers.json",
     "tokenizer_config.json",
+    "modules.json",
 ];
 
 /// The local directory of a model id: the id itself when it is a directory, else a hub download
@@ -62,6 +64,18 @@ fn download(id: &str, settings: &Settings) -> Result<PathBuf> {
     }
     for file in OPTIONAL {
         let _ = get(file);
+    }
+    // Each module modules.json lists keeps its own config (a Dense module's width).
+    if let Some(modules) = get("modules.json")
+        .ok()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|t| serde_json::from_str::<Vec<serde_json::Value>>(&t).ok())
+    {
+        for path in modules.iter().filter_map(|m| m.get("path")?.as_str()) {
+            if !path.is_empty() {
+                let _ = get(&format!("{path}/config.json"));
+            }
+        }
     }
     // External weights (jina-embeddings-v3 ships onnx/model.onnx + onnx/model.onnx_data).
     let _ = get(&format!("{onnx}_data"));
@@ -120,9 +134,11 @@ fn load(
     let onnx = onnx_path(&dir, settings.quantization)?;
     let graph = read_graph(&onnx)?;
     spec.graph = graph.facts();
+    spec.check_graph()?;
     // The session takes most of start-up; the tokenizer (17 MB of JSON for Jina) parses beside it.
     let (tokenizer, backend) = std::thread::scope(|s| {
-        let backend = s.spawn(|| OrtBackend::load(env, &onnx, session));
+        let output = spec.sentence_output.then_some(SENTENCE_EMBEDDING);
+        let backend = s.spawn(|| OrtBackend::load(env, &onnx, session, output));
         let tokenizer = TextTokenizer::from_bytes(&files.tokenizer_json);
         let backend = backend
             .join()

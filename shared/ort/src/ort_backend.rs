@@ -3,7 +3,9 @@
 //! One session per model, built once at start-up and shared by all requests behind a mutex
 //! (`Session::run` takes `&mut self`). The graph's declared inputs decide what is fed:
 //! `input_ids`, `attention_mask`, `token_type_ids` (zeros or the pair's segments), `task_id`
-//! (0-d scalar or `[1]`, read from the graph). Output 0 is returned as f32 (f16 is converted).
+//! (0-d scalar or `[1]`, read from the graph), `position_ids` (decoder exports). Output 0 — or
+//! `sentence_embedding` for models whose Dense modules are in the graph — is returned as f32
+//! (f16 is converted).
 //!
 //! Two start-up shortcuts: an attention-fused sibling of the file (`onnx/<stem>.fused.onnx`,
 //! written by `scripts/fuse_attention.py`) is preferred when present, and ONNX Runtime's
@@ -43,6 +45,8 @@ enum IntType {
 pub struct OrtBackend {
     session: Mutex<Session>,
     feeds: Vec<(String, Feed, IntType)>,
+    /// The output returned.
+    output: String,
     output_f16: bool,
     /// Which execution provider the session runs on (for logs and `/health`).
     pub device: &'static str,
@@ -97,21 +101,38 @@ pub fn open_session(
 
 impl OrtBackend {
     /// Builds a session from an ONNX file (see [`open_session`]).
-    pub fn load(env: &Environment, path: &Path, options: SessionOptions) -> Result<Self> {
+    /// The graph's output named `output` is returned (the sentence-transformers pipeline's
+    /// `sentence_embedding`), else its first.
+    pub fn load(
+        env: &Environment,
+        path: &Path,
+        options: SessionOptions,
+        output: Option<&str>,
+    ) -> Result<Self> {
         let (session, device) = open_session(env, path, options)?;
         let feeds = session
             .inputs()
             .iter()
             .map(|input| feed_for(input.name(), input.dtype()))
             .collect::<Result<Vec<_>>>()?;
-        let output = session
-            .outputs()
-            .first()
-            .ok_or_else(|| model_err(format!("{}: graph has no outputs", path.display())))?;
-        let output_f16 = output.dtype().tensor_type() == Some(TensorElementType::Float16);
+        let outputs = session.outputs();
+        let chosen = match output {
+            Some(name) => outputs.iter().find(|o| o.name() == name).ok_or_else(|| {
+                model_err(format!(
+                    "{}: the graph has no output '{name}'",
+                    path.display()
+                ))
+            })?,
+            None => outputs
+                .first()
+                .ok_or_else(|| model_err(format!("{}: graph has no outputs", path.display())))?,
+        };
+        let output_f16 = chosen.dtype().tensor_type() == Some(TensorElementType::Float16);
+        let output = chosen.name().to_string();
         Ok(Self {
             session: Mutex::new(session),
             feeds,
+            output,
             output_f16,
             device,
         })
@@ -254,8 +275,7 @@ impl Backend for OrtBackend {
         let value = {
             let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
             let mut outputs = session.run(inputs).map_err(run_err)?;
-            let first = outputs.keys().next().map(str::to_owned);
-            first.and_then(|name| outputs.remove(name))
+            outputs.remove(self.output.as_str())
         }
         .ok_or_else(|| run_err("the model has no output"))?;
         let (shape, data) = if self.output_f16 {

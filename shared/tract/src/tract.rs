@@ -46,8 +46,9 @@ impl std::fmt::Debug for TractBackend {
 }
 
 impl TractBackend {
-    /// Parses and optimises `onnx` (its external data beside it is read too).
-    pub fn load(onnx: &Path) -> Result<Self> {
+    /// Parses and optimises `onnx` (its external data beside it is read too); the graph's
+    /// output named `output` is the result (else its first).
+    pub fn load(onnx: &Path, output: Option<&str>) -> Result<Self> {
         let mut framework = tract_onnx::onnx().with_ignore_value_info(true);
         framework.op_register.insert("CumSum", cumsum);
         framework
@@ -95,6 +96,9 @@ impl TractBackend {
             };
             model.set_input_fact(ix, fact.into()).map_err(tract_err)?;
             feeds.push(feed);
+        }
+        if let Some(name) = output {
+            model.set_output_names([name]).map_err(tract_err)?;
         }
         let mut typed = model
             .into_typed()

@@ -28,8 +28,11 @@ pub struct EmbeddingsRequest {
     pub embedding_type: Option<String>,
     /// Matryoshka truncation.
     pub dimensions: Option<usize>,
-    /// Jina: the task adapter.
+    /// Jina: the task adapter (or, for prompt models, the prompt's name).
     pub task: Option<String>,
+    /// Cohere, Voyage, Nomic style: `query` or `document` (`search_query`, `search_document`,
+    /// `passage`): the model's query or document task or prompt, whatever it is called.
+    pub input_type: Option<String>,
     /// Jina: pool each input over its span of one joint sequence.
     pub late_chunking: Option<bool>,
     /// Jina: cut over-long inputs (default true).
@@ -99,8 +102,14 @@ pub fn embeddings<B: Backend>(app: &App<B>, body: &[u8]) -> Result<Vec<u8>> {
         .embedding_type
         .or(req.encoding_format)
         .map_or(Ok(OutputEncoding::Float), |e| OutputEncoding::parse(&e))?;
+    let role = req
+        .input_type
+        .as_deref()
+        .map(|t| served.model.task_for_input_type(t))
+        .transpose()?
+        .flatten();
     let params = EmbedParams {
-        task: req.task.or(suffix_task.map(str::to_string)),
+        task: req.task.or(role).or(suffix_task.map(str::to_string)),
         dimensions: req.dimensions,
         truncate: req.truncate.unwrap_or(true),
         normalize: req.normalized.unwrap_or(true),
