@@ -1,10 +1,17 @@
 """The independent reference: what embedfn must compute, written directly with `tokenizers`,
 `onnxruntime` and `numpy`, sharing no code with embedfn.
 
-Each text runs alone (batch of one, no padding), so it also checks that embedfn's batching and
-padding change nothing. Rerank follows the reference `rerank()` of jina-reranker-v2: query cut to
-`max_query_length`, documents cut into windows of `max_length - len(query) - specials` tokens
-overlapping by `min(80, window // 4)`, the last right-aligned, score = max sigmoid over windows.
+Each text runs alone (batch of one, no padding; `position_ids` = 0..n-1 where the graph takes
+them), so it also checks that embedfn's batching and padding change nothing. The sentence vector
+follows the sentence-transformers files: `1_Pooling/config.json` picks mean, CLS, max or last-token
+pooling of the token-level output; when `modules.json` lists Dense modules the graph's own
+`sentence_embedding` output (pooling, Dense and Normalize inside the graph) is the vector. Prompts
+(`config_sentence_transformers.json`) and Jina task instructions are prepended to the text.
+Rerank follows the reference `rerank()` of jina-reranker-v2: query cut to `max_query_length`,
+documents cut into windows of `max_length - len(query) - specials` tokens overlapping by
+`min(80, window // 4)`, the last right-aligned, each pair laid out by the tokenizer's own pair
+template (`<s> q </s></s> d </s>` for XLM-R, `q <|endoftext|> d <|endoftext|>` for Qwen3),
+score = max sigmoid over windows.
 """
 
 import json
@@ -13,6 +20,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
+
+
+def _json(path, default=None):
+    return json.loads(path.read_text()) if path.exists() else default
 
 
 class Model:
@@ -29,7 +40,16 @@ class Model:
         self.tok.no_truncation()
         self.session = ort.InferenceSession(str(self.dir / "onnx" / onnx_file), providers=["CPUExecutionProvider"])
         self.tasks = self.config.get("lora_adaptations", [])
-        self.instructions = self.config.get("task_instructions", {})
+        st = _json(self.dir / "config_sentence_transformers.json", {})
+        #: sentence-transformers prompts by name (`query`, `document`, ...)
+        self.prompts = st.get("prompts", {}) or {}
+        self.instructions = self.config.get("task_instructions") or self.prompts
+        self.pooling = pooling_mode(_json(self.dir / "1_Pooling" / "config.json", {}))
+        modules = _json(self.dir / "modules.json", [])
+        self.dense = [m["path"] for m in modules if m.get("type", "").endswith(".Dense")]
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        post = json.loads(self.tok.to_str()).get("post_processor") or {}
+        self.pair_template = post if post.get("type") == "TemplateProcessing" else None
 
     # --- tokenization -------------------------------------------------------------------------
     def ids(self, text, truncate=True):
@@ -43,8 +63,22 @@ class Model:
     def text_for(self, text, task):
         return self.instructions.get(task, "") + text if task else text
 
+    def pair_ids(self, a, b):
+        """Token ids of the pair (a, b) laid out by the tokenizer's own pair template."""
+        if self.pair_template is None:  # BERT-style processors: [CLS] a [SEP] b [SEP]
+            cls, sep = self.tok.token_to_id("[CLS]"), self.tok.token_to_id("[SEP]")
+            return [cls] + a + [sep] + b + [sep]
+        out = []
+        for piece in self.pair_template["pair"]:
+            if "SpecialToken" in piece:
+                out += self.pair_template["special_tokens"][piece["SpecialToken"]["id"]]["ids"]
+            else:
+                out += a if piece["Sequence"]["id"] == "A" else b
+        return out
+
     # --- running ------------------------------------------------------------------------------
-    def run(self, ids, task=None):
+    def run_all(self, ids, task=None):
+        """Every graph output for one unpadded sequence, by name, as float32."""
         ids = np.array([ids], dtype=np.int64)
         feeds = {}
         for inp in self.session.get_inputs():
@@ -54,17 +88,47 @@ class Model:
                 feeds[inp.name] = np.ones_like(ids)
             elif inp.name == "token_type_ids":
                 feeds[inp.name] = np.zeros_like(ids)
+            elif inp.name == "position_ids":
+                feeds[inp.name] = np.arange(ids.shape[1], dtype=np.int64)[None, :]
             elif inp.name == "task_id":
                 tid = np.array(self.tasks.index(task), dtype=np.int64)
                 feeds[inp.name] = tid.reshape([1] * len(inp.shape))
-        return self.session.run(None, feeds)[0].astype(np.float32)
+        outs = self.session.run(None, feeds)
+        return {name: np.asarray(v).astype(np.float32) for name, v in zip(self.outputs, outs)}
 
-    def embed(self, text, task=None, dims=None, normalize=True):
+    def run(self, ids, task=None):
+        """The graph's first output (token-level states, or logits) for one unpadded sequence."""
+        return self.run_all(ids, task)[self.outputs[0]]
+
+    def pool(self, tokens):
+        """Pools token rows [seq, hidden] of one unpadded sequence as `1_Pooling` says."""
+        if self.pooling == "lasttoken":
+            return tokens[-1]
+        if self.pooling == "cls":
+            return tokens[0]
+        if self.pooling == "max":
+            return tokens.max(axis=0)
+        return tokens.mean(axis=0)
+
+    def embed(self, text, task=None, dims=None, normalize=True, prompt=None):
+        """The served vector of `text`: `prompt` (a string) or the task's instruction / the
+        named prompt is put in front of it first."""
         if self.tasks and task is None:
             task = "text-matching"
-        out = self.run(self.ids(self.text_for(text, task)), task)
-        v = out[0].mean(axis=0) if out.ndim == 3 else out[0]
+        text = prompt + text if prompt is not None else self.text_for(text, task)
+        outs = self.run_all(self.ids(text), task)
+        if self.dense:
+            assert "sentence_embedding" in outs, f"{self.dir}: Dense modules need a sentence_embedding output"
+            v = outs["sentence_embedding"][0]
+        else:
+            out = outs[self.outputs[0]]
+            v = self.pool(out[0]) if out.ndim == 3 else out[0]
         return finish(v, dims, normalize)
+
+    def token_states(self, text):
+        """The token-level output (`last_hidden_state` or the first output) of `text` alone."""
+        outs = self.run_all(self.ids(text))
+        return outs.get("last_hidden_state", outs[self.outputs[0]])[0]
 
     def late_chunked(self, texts, task="text-matching"):
         lead = self.tok.encode(self.instructions.get(task, ""), add_special_tokens=False).ids
@@ -90,21 +154,36 @@ class Model:
         out.append((n - window, n))
         return out
 
-    def rerank_scores(self, query, documents, max_query_length=512):
-        bos, eos = self.tok.token_to_id("<s>"), self.tok.token_to_id("</s>")
-        specials = 4  # <s> q </s></s> d </s>
+    def rerank_window(self, query, max_query_length=512):
+        """(query ids as cut, document window length) for `rerank_scores`."""
+        specials = len(self.pair_ids([], []))  # <s> q </s></s> d </s>: 4; q <eot> d <eot>: 2
         budget = self.max_length - specials
         q = self.tok.encode(query, add_special_tokens=False).ids[: min(max_query_length, budget // 2)]
-        window = budget - len(q)
+        return q, budget - len(q)
+
+    def rerank_scores(self, query, documents, max_query_length=512):
+        q, window = self.rerank_window(query, max_query_length)
         scores = []
         for doc in documents:
             d = self.tok.encode(doc, add_special_tokens=False).ids
             best = -np.inf
             for a, b in self.windows(len(d), window):
-                logit = self.run([bos] + q + [eos, eos] + d[a:b] + [eos])[0, 0]
+                logit = self.run(self.pair_ids(q, d[a:b]))[0, 0]
                 best = max(best, 1.0 / (1.0 + np.exp(-logit)))
             scores.append(float(best))
         return scores
+
+
+def pooling_mode(config):
+    """`1_Pooling/config.json` -> "mean" | "cls" | "max" | "lasttoken" (the reference knows no other)."""
+    on = [k[len("pooling_mode_"):] for k, v in config.items() if k.startswith("pooling_mode_") and v]
+    if not on:
+        return "mean"
+    if len(on) > 1 or on[0] not in ("mean_tokens", "cls_token", "max_tokens", "lasttoken"):
+        raise NotImplementedError(f"pooling {on}")
+    if not config.get("include_prompt", True):
+        raise NotImplementedError("include_prompt false")
+    return {"mean_tokens": "mean", "cls_token": "cls", "max_tokens": "max", "lasttoken": "lasttoken"}[on[0]]
 
 
 def finish(v, dims, normalize):
