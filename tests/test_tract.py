@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import reports
+from parity import close
 from conftest import built
 from test_errors import CASES
 from test_wasm import JINA_REQUESTS, MINILM_REQUESTS, exchange, raw_exchange, same
@@ -276,3 +277,18 @@ def test_embedfn_host_admits_a_bounded_number_of_requests(start, host_binary, sn
     assert host.get("/health").status_code == 200, "GET routes are never queued"
     heavy.join(30)
     assert host.post("/api/embed", {"input": "hi"}).status_code == 200
+
+
+def test_tract_serves_a_last_token_decoder_like_native(start, wasmtime_cli, snapshot, models_dir):
+    """The tract build on the Qwen3-style decoder fixture (position ids, GQA, RMSNorm, RoPE,
+    SwiGLU, last-token pooling on the appended <|endoftext|>) answers as the native server."""
+    qwen = models_dir / "qwen3-embed-tiny"
+    native = start(EMBEDDINGS_MODEL_ID=str(qwen), RERANKER_MODEL_ID="none")
+    wasm = serve_stock(start, wasmtime_cli, snapshot(embedder=qwen))
+    texts = ["Hello world", "the quick brown fox jumps over the lazy dog " * 5, "你好世界", "a"]
+    for body in ({"input": texts}, {"input": texts[0], "input_type": "query"}):
+        expected = native.post("/v1/embeddings", body).json()["data"]
+        got = wasm.post("/v1/embeddings", body).json()["data"]
+        for e, g in zip(expected, got):
+            close(g["embedding"], e["embedding"], tol=1e-5)
+    wasm.stop()
