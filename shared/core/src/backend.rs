@@ -5,7 +5,7 @@
 //! same answers for the same tensor.
 
 use crate::batch::Batch;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// A dense f32 tensor, row-major.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -104,5 +104,52 @@ impl<B: Backend + ?Sized> Backend for Box<B> {
 impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     fn forward(&self, batch: &Batch) -> Result<Tensor> {
         (**self).forward(batch)
+    }
+}
+
+impl Tensor {
+    /// Splits the output of a [`Batch::concat`] back into one tensor per part: rows in order,
+    /// and for token-level `[batch, seq, hidden]` outputs each part's own padded length.
+    pub fn split(&self, parts: &[&Batch]) -> Result<Vec<Tensor>> {
+        let rows: usize = parts.iter().map(|b| b.batch).sum();
+        let Some((&total, rest)) = self.shape.split_first() else {
+            return Err(Error::Backend("scalar model output".into()));
+        };
+        if total != rows {
+            return Err(Error::Backend(format!(
+                "model output has {total} rows for a batch of {rows}"
+            )));
+        }
+        let row_len: usize = rest.iter().product();
+        if self.data.len() != total * row_len {
+            return Err(Error::Backend(format!(
+                "model output has {} values for shape {:?}",
+                self.data.len(),
+                self.shape
+            )));
+        }
+        let mut out = Vec::with_capacity(parts.len());
+        let mut start = 0;
+        for b in parts {
+            let rows = &self.data[start * row_len..(start + b.batch) * row_len];
+            start += b.batch;
+            let t = match rest {
+                // Token-level output: keep the part's own `seq` positions of every row.
+                [seq, hidden] if *seq >= b.seq => Tensor {
+                    shape: vec![b.batch, b.seq, *hidden],
+                    data: rows
+                        .chunks(row_len)
+                        .flat_map(|row| &row[..b.seq * hidden])
+                        .copied()
+                        .collect(),
+                },
+                _ => Tensor {
+                    shape: [&[b.batch][..], rest].concat(),
+                    data: rows.to_vec().into(),
+                },
+            };
+            out.push(t);
+        }
+        Ok(out)
     }
 }

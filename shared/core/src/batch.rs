@@ -1,7 +1,6 @@
 //! Batching inside a request: sort by length, group under a token budget, pad each group to its
 //! own longest sequence. Results are scattered back into input order by the callers.
 
-use crate::backend::Tensor;
 use crate::error::{Error, Result};
 use crate::spec::GraphFacts;
 use crate::tokenize::Tokens;
@@ -132,7 +131,7 @@ impl Batch {
     }
 
     /// Stacks compatible batches (see [`Batch::compatible`]) into one, re-padded to the longest
-    /// row; [`Tensor::split`] undoes it on the output.
+    /// row; [`Tensor::split`](crate::backend::Tensor::split) undoes it on the output.
     pub fn concat(parts: &[&Batch]) -> Batch {
         let first = parts.first().copied().cloned().unwrap_or_default();
         let seq = parts.iter().map(|b| b.seq).max().unwrap_or(0);
@@ -162,53 +161,6 @@ impl Batch {
             }
         }
         out
-    }
-}
-
-impl Tensor {
-    /// Splits the output of a [`Batch::concat`] back into one tensor per part: rows in order,
-    /// and for token-level `[batch, seq, hidden]` outputs each part's own padded length.
-    pub fn split(&self, parts: &[&Batch]) -> Result<Vec<Tensor>> {
-        let rows: usize = parts.iter().map(|b| b.batch).sum();
-        let Some((&total, rest)) = self.shape.split_first() else {
-            return Err(Error::Backend("scalar model output".into()));
-        };
-        if total != rows {
-            return Err(Error::Backend(format!(
-                "model output has {total} rows for a batch of {rows}"
-            )));
-        }
-        let row_len: usize = rest.iter().product();
-        if self.data.len() != total * row_len {
-            return Err(Error::Backend(format!(
-                "model output has {} values for shape {:?}",
-                self.data.len(),
-                self.shape
-            )));
-        }
-        let mut out = Vec::with_capacity(parts.len());
-        let mut start = 0;
-        for b in parts {
-            let rows = &self.data[start * row_len..(start + b.batch) * row_len];
-            start += b.batch;
-            let t = match rest {
-                // Token-level output: keep the part's own `seq` positions of every row.
-                [seq, hidden] if *seq >= b.seq => Tensor {
-                    shape: vec![b.batch, b.seq, *hidden],
-                    data: rows
-                        .chunks(row_len)
-                        .flat_map(|row| &row[..b.seq * hidden])
-                        .copied()
-                        .collect(),
-                },
-                _ => Tensor {
-                    shape: [&[b.batch][..], rest].concat(),
-                    data: rows.to_vec().into(),
-                },
-            };
-            out.push(t);
-        }
-        Ok(out)
     }
 }
 
@@ -405,6 +357,7 @@ pub fn plan_within(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::Tensor;
 
     #[test]
     fn pads_to_longest() {

@@ -136,8 +136,8 @@ fn load(
     spec.graph = graph.facts();
     spec.check_graph()?;
     // The session takes most of start-up; the tokenizer (17 MB of JSON for Jina) parses beside it.
+    let output = spec.sentence_output.then_some(SENTENCE_EMBEDDING);
     let (tokenizer, backend) = std::thread::scope(|s| {
-        let output = spec.sentence_output.then_some(SENTENCE_EMBEDDING);
         let backend = s.spawn(|| OrtBackend::load(env, &onnx, session, output));
         let tokenizer = TextTokenizer::from_bytes(&files.tokenizer_json);
         let backend = backend

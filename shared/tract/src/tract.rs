@@ -98,7 +98,7 @@ impl TractBackend {
             feeds.push(feed);
         }
         if let Some(name) = output {
-            model.set_output_names([name]).map_err(tract_err)?;
+            model.select_outputs_by_name([name]).map_err(tract_err)?;
         }
         let mut typed = model
             .into_typed()
