@@ -103,21 +103,28 @@ def test_slow_bodies_hold_no_slot_and_time_out(fresh):
         s.close()
 
 
-def test_a_request_past_its_deadline_is_dropped(fresh, models_dir):
+#: Tens of seconds of work on one thread: 1,000 full-length MiniLM sequences (under the request
+#: token cap).
+LONG = {"input": ["fox " * 250 + str(i) for i in range(1000)]}
+
+
+def cpu_once_settled(pid, settle=3.0, window=2.0):
+    """The server's CPU seconds over `window`, after `settle` seconds in which the pass under
+    way (up to 16 full-length sequences) ends: nothing after it may run."""
+    time.sleep(settle)
+    cpu0 = cpu_seconds(pid)
+    time.sleep(window)
+    return cpu_seconds(pid) - cpu0
+
+
+def test_a_request_past_its_deadline_is_dropped(fresh):
     server = fresh(REQUEST_TIMEOUT_MS="1000")
-    pid = server.proc.pid
-    # Tens of seconds of work on one thread: 1,000 full-length MiniLM sequences (under the
-    # request token cap).
-    body = {"input": ["fox " * 250 + str(i) for i in range(1000)]}
     started = time.time()
-    r = server.post("/api/embed", body)
+    r = server.post("/api/embed", LONG)
     took = time.time() - started
     assert r.status_code == 504, r.text[:200]
     assert took < 5, took
-    time.sleep(3)  # the pass under way ends (up to 16 full-length sequences); nothing after it runs
-    cpu0 = cpu_seconds(pid)
-    time.sleep(2)
-    idle = cpu_seconds(pid) - cpu0
+    idle = cpu_once_settled(server.proc.pid)
     reports.LINES.append(f"abuse: REQUEST_TIMEOUT_MS=1000: 504 in {took:.2f} s, then {idle:.2f} s CPU in 2 s")
     assert idle < 0.5, f"the dropped request still ran: {idle:.2f} s CPU in 2 s"
     assert server.post("/api/embed", {"input": "next"}).status_code == 200
@@ -125,14 +132,9 @@ def test_a_request_past_its_deadline_is_dropped(fresh, models_dir):
 
 def test_work_for_a_departed_client_stops(fresh):
     server = fresh()
-    pid = server.proc.pid
-    body = {"input": ["fox " * 250 + str(i) for i in range(1000)]}
     with pytest.raises(requests.exceptions.ReadTimeout):
-        requests.post(server.url + "/api/embed", json=body, timeout=1.5)
-    time.sleep(1.5)
-    cpu0 = cpu_seconds(pid)
-    time.sleep(2)
-    idle = cpu_seconds(pid) - cpu0
+        requests.post(server.url + "/api/embed", json=LONG, timeout=1.5)
+    idle = cpu_once_settled(server.proc.pid)
     reports.LINES.append(f"abuse: client gone after 1.5 s: then {idle:.2f} s CPU in 2 s")
     assert idle < 0.5, f"work for a departed client went on: {idle:.2f} s CPU in 2 s"
     assert server.post("/api/embed", {"input": "next"}).status_code == 200
@@ -150,8 +152,7 @@ def test_forms_are_refused_before_any_work(fresh):
 
 def test_sigterm_ends_within_the_grace_period(fresh):
     server = fresh(SHUTDOWN_GRACE_MS="1000")
-    body = {"input": ["fox " * 250 + str(i) for i in range(1000)]}
-    worker = threading.Thread(target=lambda: requests.post(server.url + "/api/embed", json=body, timeout=60))
+    worker = threading.Thread(target=lambda: requests.post(server.url + "/api/embed", json=LONG, timeout=60))
     worker.start()
     time.sleep(1)
     started = time.time()
