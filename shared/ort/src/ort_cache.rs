@@ -4,8 +4,11 @@
 //! (`SetOptimizedModelFilePath`, initializers in external data so models past 2 GB work) into
 //! `$ORT_CACHE_DIR/<key>/model.onnx`; later starts load that file with optimization disabled.
 //! The key covers what makes the optimized graph valid: the model file's canonical path, size
-//! and modification time (and its external data's), the ONNX Runtime version, the device and
-//! the optimization level. `ORT_CACHE_DIR` defaults to `$EMBEDFN_CACHE/ort` (else
+//! and modification time (and its external data's), the ONNX Runtime version, the device, the
+//! optimization level, and the CPU's instruction-set features: a graph optimized at the highest
+//! level may be specific to the hardware it was optimized on (ONNX Runtime's documentation), so
+//! a cache baked into an image on one CPU is not used on another (Lambda promises no CPU
+//! model): the model is optimized again there. `ORT_CACHE_DIR` defaults to `$EMBEDFN_CACHE/ort` (else
 //! `$XDG_CACHE_HOME/embedfn/ort`, else `~/.cache/embedfn/ort`; none of those set: off);
 //! `ORT_CACHE_DIR=off` turns the cache off. A directory that cannot
 //! be written (Lambda's code directory, a read-only image) only costs a log line.
@@ -55,6 +58,20 @@ fn fnv(key: &str) -> String {
         .collect()
 }
 
+/// The CPU's instruction-set features as the kernel reports them (`flags` on x86-64,
+/// `Features` on arm64), sorted; empty where they cannot be read.
+fn cpu_features() -> String {
+    let info = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let line = info
+        .lines()
+        .find(|l| l.starts_with("flags") || l.starts_with("Features"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("", |(_, v)| v);
+    let mut flags: Vec<&str> = line.split_whitespace().collect();
+    flags.sort_unstable();
+    flags.join(" ")
+}
+
 /// One model's entry in the cache.
 pub struct Entry {
     dir: PathBuf,
@@ -72,13 +89,16 @@ pub const MODEL: &str = "model.onnx";
 pub const DATA: &str = "model.onnx.data";
 
 impl Entry {
-    /// The entry for `model` on `device` at `level`, or `None` when the cache is off.
+    /// The entry for `model` on `device` at `level` on this CPU, or `None` when the cache is off.
     pub fn new(model: &Path, device: &str, level: &str) -> Option<Self> {
-        let root = root()?;
+        Self::keyed(root()?, model, device, level, &cpu_features())
+    }
+
+    fn keyed(root: PathBuf, model: &Path, device: &str, level: &str, cpu: &str) -> Option<Self> {
         let canonical = fs::canonicalize(model).unwrap_or_else(|_| model.to_path_buf());
         let name = canonical.to_string_lossy().into_owned();
         let key = format!(
-            "{name}\0{}\0{}\0{}\0{ORT_VERSION}\0{device}\0{level}",
+            "{name}\0{}\0{}\0{}\0{ORT_VERSION}\0{device}\0{level}\0{cpu}",
             stat(&canonical),
             stat(Path::new(&format!("{name}_data"))),
             stat(Path::new(&format!("{name}.data"))),
@@ -136,5 +156,29 @@ impl Pending {
     /// Drops a half-written entry.
     pub fn abandon(self) {
         let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cache_made_on_one_cpu_is_not_used_on_another() {
+        let root = std::env::temp_dir().join("embedfn-ort-cache-key-test");
+        let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+        let entry = |cpu| {
+            Entry::keyed(root.clone(), &model, "cpu", "all", cpu)
+                .unwrap()
+                .dir
+        };
+        let avx512 = entry("avx2 avx512f avx512_vnni fma sse4_1");
+        assert_eq!(avx512, entry("avx2 avx512f avx512_vnni fma sse4_1"));
+        assert_ne!(
+            avx512,
+            entry("avx2 fma sse4_1"),
+            "an AVX2-only CPU must not load it"
+        );
+        assert!(!cpu_features().contains('\n'));
     }
 }
