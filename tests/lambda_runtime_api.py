@@ -5,6 +5,9 @@ talks to, so the real `embedfn` binary can be driven as Lambda drives it.
     POST /2018-06-01/runtime/invocation/{id}/response -> the function's result
     POST /2018-06-01/runtime/invocation/{id}/error    -> a function error
     POST /2018-06-01/runtime/init/error               -> an init failure
+    GET  /2018-06-01/runtime/restore/next             -> SnapStart: the init is done and the
+                                                         snapshot taken; returns after the restore
+    POST /2018-06-01/runtime/restore/error            -> an after-restore failure
 
 Used by `tests/test_lambda.py` and by the benchmark.
 """
@@ -28,7 +31,9 @@ class RuntimeApi:
         self.events = queue.Queue()
         self.answers = {}
         self.init_errors = []
+        self.restore_errors = []
         self.first_poll = None
+        self.restored = None  # when the function called restore/next
         self.cond = threading.Condition()
         api = self
 
@@ -47,6 +52,12 @@ class RuntimeApi:
                 self.wfile.write(body)
 
             def do_GET(self):
+                if self.path == PREFIX + "/restore/next":
+                    # The snapshot would be taken here; the restored environment goes on.
+                    with api.cond:
+                        api.restored = time.perf_counter()
+                        api.cond.notify_all()
+                    return self.reply(200, b"", [("Content-Type", "application/json")])
                 if self.path != PREFIX + "/invocation/next":
                     return self.reply(404)
                 with api.cond:
@@ -69,6 +80,8 @@ class RuntimeApi:
                 with api.cond:
                     if parts == ["init", "error"]:
                         api.init_errors.append(json.loads(body or b"{}"))
+                    elif parts == ["restore", "error"]:
+                        api.restore_errors.append(json.loads(body or b"{}"))
                     elif len(parts) == 3 and parts[0] == "invocation" and parts[2] in ("response", "error"):
                         api.answers[parts[1]] = (parts[2], body, time.perf_counter())
                     else:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import reports
 from lambda_runtime_api import RuntimeApi, start_function
 from parity import close
 from reference import Model
@@ -161,4 +162,83 @@ def test_logs_are_json_lines_in_lambda(binary, ort_lib, models_dir):
         assert any(line["fields"].get("message") == "init done" for line in lines), stderr
         assert all({"timestamp", "level", "fields"} <= line.keys() for line in lines)
     finally:
+        api.close()
+
+
+@pytest.mark.parametrize("snap_start", [True, False], ids=["snap-start", "on-demand"])
+def test_snap_start_warms_every_model_before_the_snapshot(binary, ort_lib, models_dir, minilm_ref, snap_start):
+    """With AWS_LAMBDA_INITIALIZATION_TYPE=snap-start the init loads and warms every model, then
+    waits at restore/next (the snapshot); after the restore it answers as always. On demand,
+    restore/next is never called."""
+    api = RuntimeApi()
+    extra = {"AWS_LAMBDA_INITIALIZATION_TYPE": "snap-start"} if snap_start else {}
+    proc = start_function(binary, api, {
+        "ORT_DYLIB_PATH": ort_lib,
+        "ORT_INTRA_THREADS": "1",
+        "EMBEDDINGS_MODEL_ID": str(models_dir / "minilm"),
+        "RERANKER_MODEL_ID": str(models_dir / "jina-rerank-tiny"),
+    }, extra)
+    try:
+        assert api.wait_ready(proc), f"function did not poll for events: {proc.poll()} {api.init_errors}"
+        if snap_start:
+            assert api.restored is not None and api.restored <= api.first_poll
+        else:
+            assert api.restored is None
+        kind, answer = api.invoke(fixture("apigw-v1"))
+        assert (kind, answer["statusCode"]) == ("response", 200)
+        for got, text in zip(http_body(answer)["embeddings"], ["Hello world", "Lambda says hi"], strict=True):
+            close(got, minilm_ref.embed(text))
+        assert api.restore_errors == [] and api.init_errors == []
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        api.close()
+    logs = proc.stderr.read()
+    assert ("models warmed for the snapshot" in logs) == snap_start, logs[-2000:]
+
+
+def url_event(method, path, body=None):
+    """A Function URL event for `method path` with a JSON body."""
+    event = fixture("function-url")
+    event["rawPath"] = event["requestContext"]["http"]["path"] = path
+    event["requestContext"]["http"]["method"] = method
+    event["body"] = json.dumps(body) if body is not None else ""
+    return event
+
+
+def test_managed_instances_run_invocations_concurrently_and_batch_them(binary, ort_lib, models_dir, minilm_ref):
+    """AWS_LAMBDA_MAX_CONCURRENCY=8 (Lambda Managed Instances): 48 invocations sent 8 at a time
+    all answer like the reference, and the dynamic batcher merges them into fewer passes."""
+    import concurrent.futures
+    import re
+
+    api = RuntimeApi()
+    proc = start_function(binary, api, {
+        "ORT_DYLIB_PATH": ort_lib,
+        "ORT_INTRA_THREADS": "1",
+        "EMBEDDINGS_MODEL_ID": str(models_dir / "minilm"),
+        "RERANKER_MODEL_ID": "none",
+        "BATCH_WAIT_MS": "20",
+    }, {"AWS_LAMBDA_MAX_CONCURRENCY": "8"})
+    try:
+        assert api.wait_ready(proc), f"function did not poll for events: {proc.poll()} {api.init_errors}"
+        texts = [f"invocation {i}: " + "words " * (i % 7) for i in range(48)]
+
+        def one(text):
+            kind, answer = api.invoke(url_event("POST", "/v1/embeddings", {"input": text}))
+            assert (kind, answer["statusCode"]) == ("response", 200), answer
+            return http_body(answer)["data"][0]["embedding"]
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            vectors = list(pool.map(one, texts))
+        for got, text in zip(vectors, texts, strict=True):
+            close(got, minilm_ref.embed(text))
+        kind, answer = api.invoke(url_event("GET", "/metrics"))
+        metrics = answer["body"]
+        passes = int(re.search(r"^embedfn_batch_size_count (\d+)", metrics, re.M).group(1))
+        reports.LINES.append(f"Lambda Managed Instances, 8 at a time: 48 invocations in {passes} forward passes")
+        assert passes < 48, f"{passes} passes for 48 concurrent invocations"
+    finally:
+        proc.terminate()
+        proc.wait(10)
         api.close()

@@ -35,16 +35,29 @@ pub fn runtime_api() -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// Polls the Runtime API for invocations until the process is stopped. One invocation runs at
-/// a time per execution environment, so inference runs on the runtime's thread.
+/// Polls the Runtime API for invocations until the process is stopped. With
+/// `AWS_LAMBDA_MAX_CONCURRENCY` above 1 (Lambda Managed Instances) that many invocations run at
+/// once (`lambda_http::run_concurrent`), each on a blocking thread, so that concurrent
+/// invocations meet in the dynamic batcher; otherwise one at a time, as on classic Lambda.
 pub async fn run<B: Backend + 'static>(app: App<B>) -> Result<(), String> {
     if let Some(missing) = RUNTIME_VARS.iter().find(|v| std::env::var_os(v).is_none()) {
         return Err(format!("{missing} is not set: not a Lambda environment"));
     }
     let app = Arc::new(app);
-    lambda_http::run(service_fn(move |event: Request| {
+    lambda_http::run_concurrent(service_fn(move |event: Request| {
         let app = app.clone();
-        async move { Ok::<_, Infallible>(handle(&app, &event)) }
+        async move {
+            let response = tokio::task::spawn_blocking(move || handle(&app, &event))
+                .await
+                .unwrap_or_else(|_| {
+                    let e = embedfn_core::Error::Backend("the handler panicked".into());
+                    bridge::respond(
+                        embedfn_core::router::error_reply(embedfn_core::api::Api::Ollama, &e),
+                        |bytes| Body::Text(String::from_utf8_lossy(&bytes).into_owned()),
+                    )
+                });
+            Ok::<_, Infallible>(response)
+        }
     }))
     .await
     .map_err(|e| format!("Lambda runtime: {e}"))

@@ -46,6 +46,17 @@ fn init() -> Result<(Settings, App<Engine>), String> {
     let settings = Settings::from_lookup(|k| std::env::var(k).ok(), Place::Native)
         .map_err(|e| e.to_string())?;
     let app = build(&settings)?;
+    if settings.snap_start {
+        // SnapStart snapshots the environment when this init ends (at the runtime's
+        // `restore/next`): whatever the first passes allocate or compile belongs in it.
+        let warmed = std::time::Instant::now();
+        let texts = app.models.warm_up().map_err(|e| format!("warm-up: {e}"))?;
+        tracing::info!(
+            texts,
+            ms = warmed.elapsed().as_millis(),
+            "models warmed for the snapshot"
+        );
+    }
     tracing::info!(ms = started.elapsed().as_millis(), "init done");
     Ok((settings, app))
 }

@@ -101,6 +101,33 @@ impl<B> Registry<B> {
 }
 
 impl<B: crate::Backend> Registry<B> {
+    /// Runs every model once at a few shapes (one short text, a pass of several longer ones,
+    /// a rerank pair), so that what engines allocate or compile on first use is done: before a
+    /// snapshot (Lambda SnapStart) it then lives in the snapshot. Returns the texts run.
+    pub fn warm_up(&self) -> Result<usize> {
+        let short = vec![crate::embed::Input::Text("warm-up".into())];
+        let long: Vec<crate::embed::Input> = (0..4)
+            .map(|i| crate::embed::Input::Text(format!("warm-up {i} ").repeat(24)))
+            .collect();
+        let mut texts = 0;
+        for served in &self.embedders {
+            let params = crate::embed::EmbedParams::default();
+            for inputs in [&short, &long] {
+                served.model.embed(inputs, &params)?;
+                texts += inputs.len();
+            }
+        }
+        for served in &self.rerankers {
+            served.model.rerank(
+                "warm-up",
+                &["a short document", &"a longer one ".repeat(24)],
+                None,
+            )?;
+            texts += 2;
+        }
+        Ok(texts)
+    }
+
     /// Every served model: (info, spec, true when it embeds), embedders first.
     pub fn list(&self) -> Vec<(&ModelInfo, &ModelSpec, bool)> {
         let e = self

@@ -70,7 +70,7 @@ pub const SETTINGS: &[Setting] = &[
     row("MODEL_CACHE_DIR", "`models` (Lambda: `/tmp/models`)", "Where hub downloads go (optimized graphs: `ORT_CACHE_DIR`)", Scope::Native),
     row("USE_CUDA", "auto", "`true`/`false`: the CUDA execution provider; unset uses it when present", Scope::Native),
     row("ORT_INTRA_THREADS", "physical cores", "ONNX Runtime intra-op threads", Scope::Native),
-    row("DYNAMIC_BATCHING", "`true` (Lambda: `false`)", "Batch concurrent requests into shared forward passes", Scope::Native),
+    row("DYNAMIC_BATCHING", "`true` (Lambda: `false`, unless `AWS_LAMBDA_MAX_CONCURRENCY` > 1)", "Batch concurrent requests into shared forward passes", Scope::Native),
     row("BATCH_WAIT_MS", "`0`", "How long a pass waits for more requests", Scope::Native),
     row("MAX_MEMORY", "cgroup limit, else Lambda memory, else physical memory, less 10 %", "Memory budget every pass is planned and admitted under (`2G`, `512M`)", Scope::Native),
     row("MAX_CONCURRENT_REQUESTS", "`64`", "Requests that run at once", Scope::Native),
@@ -178,6 +178,12 @@ pub struct Settings {
     pub in_lambda: bool,
     /// `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, MB (one input of the default memory budget).
     pub lambda_memory_mb: Option<u64>,
+    /// `AWS_LAMBDA_INITIALIZATION_TYPE=snap-start`: this init is snapshotted (Lambda
+    /// SnapStart), so every model is warmed before the snapshot is taken.
+    pub snap_start: bool,
+    /// `AWS_LAMBDA_MAX_CONCURRENCY` (Lambda Managed Instances): invocations one environment
+    /// takes at once; above 1, dynamic batching is on by default, as on a server.
+    pub lambda_concurrency: usize,
 }
 
 /// A variable that is set but cannot be parsed.
@@ -257,6 +263,11 @@ impl Settings {
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>, place: Place) -> Parsed<Self> {
         let r = Reader(get);
         let in_lambda = r.get("AWS_LAMBDA_RUNTIME_API").is_some();
+        let lambda_concurrency = r
+            .get("AWS_LAMBDA_MAX_CONCURRENCY")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(1usize)
+            .max(1);
         let (embedder, reranker) = match place {
             Place::Native => (
                 "jinaai/jina-embeddings-v3",
@@ -309,7 +320,10 @@ impl Settings {
                 .number("MAX_REQUEST_TOKENS")?
                 .unwrap_or(MAX_REQUEST_TOKENS)
                 .max(1),
-            dynamic_batching: r.flag("DYNAMIC_BATCHING")?.unwrap_or(!in_lambda),
+            // One invocation at a time (classic Lambda) has nothing to batch with.
+            dynamic_batching: r
+                .flag("DYNAMIC_BATCHING")?
+                .unwrap_or(!in_lambda || lambda_concurrency > 1),
             batch_wait: ms(r.number("BATCH_WAIT_MS")?, Duration::ZERO),
             api_key: r.get("API_KEY").map(ApiKey::new),
             max_memory: r.parsed("MAX_MEMORY", parse_bytes)?,
@@ -328,6 +342,10 @@ impl Settings {
             lambda_memory_mb: r
                 .get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
                 .and_then(|v| v.trim().parse().ok()),
+            lambda_concurrency,
+            snap_start: r
+                .get("AWS_LAMBDA_INITIALIZATION_TYPE")
+                .is_some_and(|v| v.trim() == "snap-start"),
         })
     }
 
