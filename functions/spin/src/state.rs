@@ -50,8 +50,12 @@ pub fn app() -> std::result::Result<&'static App<Engine>, &'static str> {
         .map_err(String::as_str)
 }
 
-/// Reads one model directory: spec, tokenizer, reported facts, and its graph's name.
-fn load(dir: &str, expected: ModelKind) -> Result<(ModelSpec, TextTokenizer, Served<()>)> {
+/// Reads one model directory: its spec, tokenizer and reported facts, with its engine.
+fn load(
+    dir: &str,
+    expected: ModelKind,
+    quantization: Quantization,
+) -> Result<(ModelSpec, TextTokenizer, Served<Engine>)> {
     let path = Path::new(dir);
     let files = read_model_dir(path)?;
     let mut spec = ModelSpec::from_files(&files)?;
@@ -72,6 +76,8 @@ fn load(dir: &str, expected: ModelKind) -> Result<(ModelSpec, TextTokenizer, Ser
     if let Some(graph) = &graph {
         spec.graph = graph.facts();
     }
+    spec.check_graph()?;
+    let backend = engine(path, &name, quantization, &spec)?;
     let info = model_info(
         name,
         dir,
@@ -79,7 +85,14 @@ fn load(dir: &str, expected: ModelKind) -> Result<(ModelSpec, TextTokenizer, Ser
         Quantization::None,
         graph.map(|g| g.weights),
     );
-    Ok((spec, tokenizer, Served { info, model: () }))
+    Ok((
+        spec,
+        tokenizer,
+        Served {
+            info,
+            model: backend,
+        },
+    ))
 }
 
 /// The component's live environment (WASI `get-environment`): what the host gives this
@@ -107,13 +120,7 @@ fn build() -> Result<App<Engine>> {
         .embeddings_models
         .iter()
         .map(|dir| -> Result<_> {
-            let (spec, tokenizer, served) = load(dir, ModelKind::Embedding)?;
-            let backend = engine(
-                Path::new(dir),
-                &served.info.name,
-                settings.quantization,
-                &spec,
-            )?;
+            let (spec, tokenizer, served) = load(dir, ModelKind::Embedding, settings.quantization)?;
             let options = EmbedderOptions {
                 instructions: settings.task_instructions,
                 default_task: settings.default_task.clone(),
@@ -123,7 +130,7 @@ fn build() -> Result<App<Engine>> {
             };
             Ok(Served {
                 info: served.info,
-                model: Embedder::new(spec, tokenizer, backend, options)?,
+                model: Embedder::new(spec, tokenizer, served.model, options)?,
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -131,13 +138,8 @@ fn build() -> Result<App<Engine>> {
         .reranker_models
         .iter()
         .map(|dir| -> Result<_> {
-            let (spec, tokenizer, served) = load(dir, ModelKind::CrossEncoder)?;
-            let backend = engine(
-                Path::new(dir),
-                &served.info.name,
-                settings.quantization,
-                &spec,
-            )?;
+            let (spec, tokenizer, served) =
+                load(dir, ModelKind::CrossEncoder, settings.quantization)?;
             let options = RerankOptions {
                 max_request_tokens: settings.max_request_tokens,
                 batch,
@@ -145,7 +147,7 @@ fn build() -> Result<App<Engine>> {
             };
             Ok(Served {
                 info: served.info,
-                model: Reranker::new(spec, tokenizer, backend, options),
+                model: Reranker::new(spec, tokenizer, served.model, options),
             })
         })
         .collect::<Result<Vec<_>>>()?;
