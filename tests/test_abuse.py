@@ -162,3 +162,23 @@ def test_sigterm_ends_within_the_grace_period(fresh):
     reports.LINES.append(f"abuse: SIGTERM with a long request in flight, SHUTDOWN_GRACE_MS=1000: exited in {took:.2f} s")
     assert took < 4, took
     worker.join(60)
+
+
+def test_no_cors_unless_origins_are_listed(fresh):
+    """A browser page may not read embedfn's answers unless CORS_ALLOW_ORIGINS lists its origin."""
+    page = {"Origin": "https://app.example"}
+    preflight = {**page, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"}
+    default = fresh()
+    r = default.post("/api/embed", {"input": "x"}, headers=page)
+    assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+    assert requests.options(default.url + "/api/embed", headers=preflight, timeout=10).status_code == 405
+    listed = fresh(CORS_ALLOW_ORIGINS="https://app.example", API_KEY="k")
+    r = requests.options(listed.url + "/api/embed", headers=preflight, timeout=10)
+    assert r.status_code == 204, r.text
+    assert r.headers["access-control-allow-origin"] == "https://app.example"
+    assert "POST" in r.headers["access-control-allow-methods"]
+    assert "authorization" in r.headers["access-control-allow-headers"]
+    r = listed.post("/api/embed", {"input": "x"}, headers={**page, "Authorization": "Bearer k"})
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://app.example"
+    r = listed.post("/api/embed", {"input": "x"}, headers={"Origin": "https://evil.example", "Authorization": "Bearer k"})
+    assert "access-control-allow-origin" not in r.headers

@@ -187,6 +187,11 @@ fn reply_response(reply: Reply) -> Response<HyperOutgoingBody> {
     if let Some(seconds) = reply.retry_after {
         headers.insert(hyper::header::RETRY_AFTER, seconds.into());
     }
+    for (name, value) in reply.headers {
+        if let Ok(value) = hyper::header::HeaderValue::from_str(&value) {
+            headers.append(name, value);
+        }
+    }
     response
 }
 

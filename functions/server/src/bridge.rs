@@ -41,5 +41,10 @@ pub fn respond<T>(reply: Reply, body: impl FnOnce(Vec<u8>) -> T) -> Response<T> 
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
+    for (name, value) in reply.headers {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().append(name, value);
+        }
+    }
     response
 }

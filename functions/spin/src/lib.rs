@@ -133,5 +133,8 @@ fn respond(reply: Reply) -> Response {
     if let Some(seconds) = reply.retry_after {
         response.header("retry-after", seconds.to_string());
     }
+    for (name, value) in reply.headers {
+        response.header(name, value);
+    }
     response.body(reply.body).build()
 }

@@ -156,6 +156,7 @@ fn build() -> Result<App<Engine>> {
         rerankers,
     });
     app.limits = settings.limits;
+    app.cors = settings.cors;
     // `API_KEY` is read per request ([`crate::handle`]), never kept: a key present at
     // pre-initialisation must not be frozen into the shipped component.
     Ok(app)

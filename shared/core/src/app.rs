@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use subtle::ConstantTimeEq;
 
+use crate::cors::Cors;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -48,6 +49,8 @@ pub struct App<B> {
     pub api_key: Option<ApiKey>,
     /// Served at `/metrics`; shared with whatever runs forward passes.
     pub metrics: Arc<Metrics>,
+    /// The origins whose browser requests are allowed (`CORS_ALLOW_ORIGINS`; none by default).
+    pub cors: Cors,
 }
 
 impl<B> App<B> {
@@ -59,6 +62,7 @@ impl<B> App<B> {
             version: env!("CARGO_PKG_VERSION").to_string(),
             api_key: None,
             metrics: Arc::default(),
+            cors: Cors::default(),
         }
     }
 }

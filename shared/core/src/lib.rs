@@ -21,6 +21,7 @@ pub mod api;
 pub mod app;
 pub mod backend;
 pub mod batch;
+pub mod cors;
 pub mod deadline;
 #[cfg(feature = "batching")]
 pub mod dynamic;

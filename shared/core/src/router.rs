@@ -9,7 +9,7 @@ use crate::api::{tei, Api};
 use crate::app::{authorize, ApiKey, App};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::routes::{table, Route, When, JSON, NOT_JSON};
+use crate::routes::{table, Route, When, JSON, NOT_JSON, TEXT};
 
 /// An HTTP request as the core sees it.
 #[derive(Debug, Clone, Copy)]
@@ -35,12 +35,17 @@ pub struct Reply {
     pub body: Vec<u8>,
     /// Seconds for a `Retry-After` header (503 when at capacity); every adapter writes it.
     pub retry_after: Option<u32>,
+    /// Further headers (CORS, [`crate::cors`]); every adapter writes them.
+    pub headers: Vec<(&'static str, String)>,
 }
 
 /// Answers one request. Never panics on user input; every failure is a JSON error reply.
 pub fn route<B: Backend>(app: &App<B>, req: &Request) -> Reply {
     let started = std::time::Instant::now();
-    let (label, reply) = dispatch(app, req);
+    let (label, mut reply) = dispatch(app, req);
+    if reply.headers.is_empty() {
+        reply.headers = app.cors.headers(req.headers);
+    }
     app.metrics.request(label, reply.status, started.elapsed());
     reply
 }
@@ -59,6 +64,24 @@ fn dispatch<B: Backend>(app: &App<B>, req: &Request) -> (&'static str, Reply) {
     };
     let fail_as = |api: Api, e: &Error| (first.path, error_reply(api, e));
     let fail = |e: &Error| fail_as(api_for(path), e);
+    if req.method == "OPTIONS" {
+        // A browser's preflight carries no credentials: it is answered before the key check.
+        let methods: Vec<&str> = table
+            .iter()
+            .filter(|r| r.path == path)
+            .flat_map(|r| r.methods.iter().copied())
+            .collect();
+        if let Some(headers) = app.cors.preflight(req.headers, &methods) {
+            let reply = Reply {
+                status: 204,
+                content_type: TEXT,
+                body: Vec::new(),
+                retry_after: None,
+                headers,
+            };
+            return (first.path, reply);
+        }
+    }
     if let Err(e) = authorize(app.api_key.as_ref(), first.path, req.headers) {
         return fail(&e);
     }
@@ -105,6 +128,7 @@ fn dispatch<B: Backend>(app: &App<B>, req: &Request) -> (&'static str, Reply) {
                     body
                 },
                 retry_after: None,
+                headers: Vec::new(),
             },
         ),
         Err(e) => fail(&e),
@@ -232,6 +256,7 @@ pub fn error_reply(api: Api, e: &Error) -> Reply {
                 content_type: "application/json",
                 body: serde_json::to_vec(&body).unwrap_or_default(),
                 retry_after: e.retry_after(),
+                headers: Vec::new(),
             };
         }
     };
@@ -240,6 +265,7 @@ pub fn error_reply(api: Api, e: &Error) -> Reply {
         content_type: "application/json",
         body: body.to_string().into_bytes(),
         retry_after: e.retry_after(),
+        headers: Vec::new(),
     }
 }
 

@@ -45,7 +45,7 @@ impl<B> Route<B> {
 }
 
 pub(crate) const JSON: &str = "application/json";
-const TEXT: &str = "text/plain; charset=utf-8";
+pub(crate) const TEXT: &str = "text/plain; charset=utf-8";
 const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The paths whose body is not JSON, with their content type.

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::app::{ApiKey, Limits};
 use crate::batch::{BatchLimits, MAX_REQUEST_TOKENS};
+use crate::cors::Cors;
 use crate::memory::parse_bytes;
 use crate::spec::Quantization;
 
@@ -65,6 +66,7 @@ pub const SETTINGS: &[Setting] = &[
     row("MAX_BATCH_TOKENS", "`16384`", "Tokens (padded) per forward pass", Scope::All),
     row("MAX_BATCH_SIZE", "`16` (CUDA: `64`; tract build: `4`)", "Sequences per forward pass", Scope::All),
     row("API_KEY", "unset", "When set, every route but `/health` needs `Authorization: Bearer <key>`", Scope::All),
+    row("CORS_ALLOW_ORIGINS", "unset (no CORS)", "Origins (comma-separated, or `*`) whose browser requests are allowed: `Access-Control-Allow-Origin` and preflight answers", Scope::All),
     row("HOST", "`127.0.0.1` (the container image: `0.0.0.0`)", "Listen address of `embedfn` and embedfn-host: set `0.0.0.0` to serve other machines (with `API_KEY`)", Scope::Native),
     row("PORT", "`8000`", "Listen port", Scope::Native),
     row("MODEL_CACHE_DIR", "`models` (Lambda: `/tmp/models`)", "Where hub downloads go (optimized graphs: `ORT_CACHE_DIR`)", Scope::Native),
@@ -164,6 +166,8 @@ pub struct Settings {
     pub batch_wait: Duration,
     /// `API_KEY`.
     pub api_key: Option<ApiKey>,
+    /// `CORS_ALLOW_ORIGINS`.
+    pub cors: Cors,
     /// `MAX_MEMORY`; `None`: detected by the native engine crate.
     pub max_memory: Option<u64>,
     /// `MAX_CONCURRENT_REQUESTS`, `MAX_QUEUE`, `MAX_QUEUE_WAIT_MS`.
@@ -326,6 +330,9 @@ impl Settings {
                 .unwrap_or(!in_lambda || lambda_concurrency > 1),
             batch_wait: ms(r.number("BATCH_WAIT_MS")?, Duration::ZERO),
             api_key: r.get("API_KEY").map(ApiKey::new),
+            cors: r
+                .get("CORS_ALLOW_ORIGINS")
+                .map_or_else(Cors::default, |v| Cors::parse(&v)),
             max_memory: r.parsed("MAX_MEMORY", parse_bytes)?,
             admission: Admission {
                 max_running: r

@@ -74,5 +74,6 @@ pub fn build(settings: &Settings) -> Result<App<Engine>, String> {
     app.limits = settings.limits;
     app.metrics = metrics;
     app.api_key = settings.api_key.clone();
+    app.cors = settings.cors.clone();
     Ok(app)
 }
