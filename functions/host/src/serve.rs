@@ -24,7 +24,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::WasiHttpView;
 
 use embedfn_core::admission::Queue;
-use embedfn_core::router::{api_for, error_reply, too_large};
+use embedfn_core::router::{api_for, body_timeout, error_reply, too_large};
 use embedfn_core::{Error, Reply};
 
 use crate::compile::EPOCH;
@@ -86,13 +86,7 @@ impl Server {
         let body = match tokio::time::timeout(self.body_timeout, read).await {
             Ok(Ok(body)) => body.to_bytes(),
             Ok(Err(_)) => return reply_response(error_reply(api, &too_large(self.max_body))),
-            Err(_) => {
-                let e = Error::BodyTimeout(format!(
-                    "the request body did not arrive within {} ms (BODY_TIMEOUT_MS)",
-                    self.body_timeout.as_millis()
-                ));
-                return reply_response(error_reply(api, &e));
-            }
+            Err(_) => return reply_response(error_reply(api, &body_timeout(self.body_timeout))),
         };
         let _permit = if parts.method == hyper::Method::GET || parts.method == hyper::Method::HEAD {
             None

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use axum::body::{to_bytes, Body};
 use axum::http::{Method, Request as HttpRequest, Response};
 use embedfn_core::deadline::{self, Watch};
-use embedfn_core::router::{api_for, error_reply, too_large};
+use embedfn_core::router::{api_for, body_timeout, error_reply, too_large};
 use embedfn_core::settings::Settings;
 use embedfn_core::{App, Backend, Error, Reply};
 
@@ -62,13 +62,7 @@ pub async fn handle<B: Backend + 'static>(
         match tokio::time::timeout(timeouts.body, to_bytes(body, max.saturating_add(1))).await {
             Ok(Ok(body)) => body,
             Ok(Err(_)) => return into_response(error_reply(api, &too_large(max))),
-            Err(_) => {
-                let e = Error::BodyTimeout(format!(
-                    "the request body did not arrive within {} ms (BODY_TIMEOUT_MS)",
-                    timeouts.body.as_millis()
-                ));
-                return into_response(error_reply(api, &e));
-            }
+            Err(_) => return into_response(error_reply(api, &body_timeout(timeouts.body))),
         };
     let permit = if parts.method == Method::GET || parts.method == Method::HEAD {
         None

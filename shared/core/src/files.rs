@@ -22,15 +22,9 @@ pub fn read_model_dir(dir: &Path) -> Result<ModelFiles> {
     // Each listed module's own config (Dense projections say their width there).
     let module_configs = modules_json
         .as_deref()
-        .and_then(|m| serde_json::from_str::<Vec<serde_json::Value>>(m).ok())
+        .map(crate::sentence::module_paths)
         .unwrap_or_default()
-        .iter()
-        .filter_map(|m| {
-            m.get("path")?
-                .as_str()
-                .filter(|p| !p.is_empty())
-                .map(str::to_string)
-        })
+        .into_iter()
         .filter_map(|p| Some((p.clone(), optional(&format!("{p}/config.json"))?)))
         .collect();
     Ok(ModelFiles {

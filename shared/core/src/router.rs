@@ -237,6 +237,15 @@ pub fn too_large(max: usize) -> Error {
     ))
 }
 
+/// The 408 for a body that did not arrive within `timeout` (`BODY_TIMEOUT_MS`; adapters that
+/// read bodies themselves use it).
+pub fn body_timeout(timeout: std::time::Duration) -> Error {
+    Error::BodyTimeout(format!(
+        "the request body did not arrive within {} ms (BODY_TIMEOUT_MS)",
+        timeout.as_millis()
+    ))
+}
+
 /// An error as a reply in the API's own shape, with the status from the one table.
 pub fn error_reply(api: Api, e: &Error) -> Reply {
     let message = e.to_string();

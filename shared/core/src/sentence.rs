@@ -60,6 +60,17 @@ fn refuse(file: &str, what: impl std::fmt::Display) -> Error {
     Error::Model(format!("{file}: {what}"))
 }
 
+/// The directories of the modules `modules.json` lists (`1_Pooling`, `2_Dense`, …), each with
+/// its own `config.json`; empty when the file cannot be read.
+pub fn module_paths(modules_json: &str) -> Vec<String> {
+    serde_json::from_str::<Vec<Module>>(modules_json)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| m.path)
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
 /// Reads `modules.json` (with each module's `config.json`, by its path) and the pooling
 /// config. `has_prompts`: the model has prompts, which a pooling that leaves them out
 /// (`include_prompt: false`) would need cut from the pooled rows.
@@ -232,5 +243,9 @@ mod tests {
         };
         let m = read(Some(modules), None, config, true).unwrap();
         assert_eq!((m.pooling, m.dense_out), (Pooling::Mean, Some(768)));
+        assert_eq!(
+            module_paths(modules),
+            ["1_Pooling", "2_Dense", "3_Dense", "4_Normalize"]
+        );
     }
 }

@@ -249,7 +249,10 @@ impl TextTokenizer {
         add_special_tokens: bool,
         max: usize,
     ) -> Result<Option<Vec<TokenSpan>>> {
-        if !self.content_within(text, max + 1, Side::Right)?.complete {
+        // A long text is first measured from a piece (so it is never tokenized whole when it is
+        // over `max`); a short one costs no more tokenized whole, and once only.
+        let short = text.len() <= max.saturating_add(1).saturating_mul(BYTES_PER_TOKEN);
+        if !short && !self.content_within(text, max + 1, Side::Right)?.complete {
             return Ok(None);
         }
         // `encode` (not `encode_fast`) tracks byte offsets.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use embedfn_core::dynamic::{Batcher, BatchingOptions};
 use embedfn_core::files::{model_info, onnx_path, read_graph, read_model_dir};
-use embedfn_core::sentence::SENTENCE_EMBEDDING;
+use embedfn_core::sentence::{module_paths, SENTENCE_EMBEDDING};
 use embedfn_core::{
     BatchLimits, Budget, Embedder, EmbedderOptions, Error, Metrics, ModelInfo, ModelKind,
     ModelSpec, RerankOptions, Reranker, Result, Served, TextTokenizer,
@@ -22,12 +22,12 @@ pub type Engine = Batcher<OrtBackend>;
 
 /// Files fetched from the hub besides the ONNX graph; missing optional ones are fine.
 const REQUIRED: [&str; 2] = ["config.json", "tokenizer.json"];
-const OPTIONAL: [&str; 5] = [
+/// (`modules.json` too, fetched with the configs of the modules it lists.)
+const OPTIONAL: [&str; 4] = [
     "1_Pooling/config.json",
     "sentence_bert_config.json",
     "config_sentence_transformers.json",
     "tokenizer_config.json",
-    "modules.json",
 ];
 
 /// The local directory of a model id: the id itself when it is a directory, else a hub download
@@ -69,12 +69,9 @@ fn download(id: &str, settings: &Settings) -> Result<PathBuf> {
     if let Some(modules) = get("modules.json")
         .ok()
         .and_then(|p| std::fs::read_to_string(p).ok())
-        .and_then(|t| serde_json::from_str::<Vec<serde_json::Value>>(&t).ok())
     {
-        for path in modules.iter().filter_map(|m| m.get("path")?.as_str()) {
-            if !path.is_empty() {
-                let _ = get(&format!("{path}/config.json"));
-            }
+        for path in module_paths(&modules) {
+            let _ = get(&format!("{path}/config.json"));
         }
     }
     // External weights (jina-embeddings-v3 ships onnx/model.onnx + onnx/model.onnx_data).
