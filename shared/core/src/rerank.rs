@@ -81,7 +81,7 @@ impl<B: Backend> Reranker<B> {
         mut options: RerankOptions,
     ) -> Self {
         options.batch = options.batch.for_graph(&spec.graph);
-        let tokenizer = tokenizer.with_config_pad(spec.pad_token_id);
+        let tokenizer = tokenizer.with_model_padding(spec.pad_token_id, spec.pad_left);
         Self {
             spec,
             tokenizer,
@@ -207,7 +207,7 @@ impl<B: Backend> Reranker<B> {
         for group in plan_within(&lengths, self.options.batch, fits) {
             crate::deadline::check()?;
             let rows: Vec<&Tokens> = group.iter().map(|&i| &pairs[i]).collect();
-            let batch = Batch::pad(&rows, self.tokenizer.pad_id(), None);
+            let batch = Batch::pad(&rows, self.tokenizer.padding(), None);
             let t = self.backend.forward(&batch)?;
             let labels = match t.shape.as_slice() {
                 [b] if *b == batch.batch => 1,

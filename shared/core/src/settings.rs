@@ -253,9 +253,15 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
     fn models(&self, name: &str, default: &str) -> Vec<String> {
         let value = self.get(name).unwrap_or_else(|| default.to_string());
         let mut ids: Vec<String> = Vec::new();
-        for id in value.split(',').map(str::trim) {
-            if !id.is_empty() && !id.eq_ignore_ascii_case("none") && !ids.iter().any(|i| i == id) {
-                ids.push(id.to_string());
+        // A family's id (jina-embeddings-v5-text) stands for its members, one per task.
+        let listed = value
+            .split(',')
+            .map(str::trim)
+            .filter(|id| !id.is_empty() && !id.eq_ignore_ascii_case("none"))
+            .flat_map(crate::family::expand);
+        for id in listed {
+            if !ids.contains(&id) {
+                ids.push(id);
             }
         }
         ids

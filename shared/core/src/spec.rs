@@ -65,6 +65,8 @@ pub struct ModelSpec {
     pub default_prompt: Option<String>,
     /// `config.json` `pad_token_id`.
     pub pad_token_id: Option<i64>,
+    /// `tokenizer_config.json` `padding_side` is `left` (Qwen3-Embedding, Qwen3-Reranker).
+    pub pad_left: bool,
     /// The longest token sequence the model takes, special tokens included.
     pub max_length: usize,
     /// Output width (`hidden_size`).
@@ -125,6 +127,7 @@ struct SentenceTransformersConfig {
 #[derive(Deserialize, Default)]
 struct TokenizerConfig {
     model_max_length: Option<f64>,
+    padding_side: Option<String>,
 }
 
 fn parse<T: for<'de> Deserialize<'de> + Default>(name: &str, text: Option<&str>) -> Result<T> {
@@ -186,6 +189,15 @@ impl ModelSpec {
             })
             .or_else(|| position_limit(&config))
             .unwrap_or(512);
+        let pad_left = match tok.padding_side.as_deref() {
+            None | Some("right") => false,
+            Some("left") => true,
+            Some(other) => {
+                return Err(Error::Model(format!(
+                    "tokenizer_config.json: padding_side '{other}' is neither 'left' nor 'right'"
+                )))
+            }
+        };
         let task_instructions = if config.task_instructions.is_empty() {
             st.prompts
         } else {
@@ -198,6 +210,7 @@ impl ModelSpec {
             sentence_output: modules.dense_out.is_some(),
             default_prompt,
             pad_token_id: config.pad_token_id.and_then(|p| i64::try_from(p).ok()),
+            pad_left,
             max_length,
             dims,
             matryoshka_dims: config.matryoshka_dimensions,
@@ -444,6 +457,24 @@ mod tests {
         assert!(err
             .to_string()
             .contains("retrieval.query, retrieval.passage"));
+    }
+
+    #[test]
+    fn padding_side_comes_from_tokenizer_config() {
+        let config = r#"{"architectures":["Qwen3Model"],"hidden_size":64}"#;
+        let with = |side: &str| {
+            let mut f = files(config);
+            f.tokenizer_config_json = Some(format!(r#"{{"padding_side":"{side}"}}"#));
+            ModelSpec::from_files(&f)
+        };
+        assert!(with("left").unwrap().pad_left);
+        assert!(!with("right").unwrap().pad_left);
+        assert!(!ModelSpec::from_files(&files(config)).unwrap().pad_left);
+        let err = with("middle").unwrap_err().to_string();
+        assert!(
+            err.contains("tokenizer_config.json") && err.contains("padding_side"),
+            "{err}"
+        );
     }
 
     #[test]

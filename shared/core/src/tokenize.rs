@@ -84,12 +84,48 @@ pub struct Partial {
     pub complete: bool,
 }
 
+/// How a model's batches are padded: with which id, and on which side (`tokenizer_config.json`
+/// `padding_side`: decoders such as Qwen3-Embedding pad on the left, so every row's last real
+/// token sits in the last column, where graphs that pool inside read it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Padding {
+    /// The token id padding uses.
+    pub id: i64,
+    /// Pad before the tokens instead of after them.
+    pub left: bool,
+}
+
+impl Padding {
+    /// Where a row of `len` real tokens sits in a row of `seq` columns.
+    pub fn span(self, len: usize, seq: usize) -> std::ops::Range<usize> {
+        if self.left {
+            seq - len..seq
+        } else {
+            0..len
+        }
+    }
+
+    /// Appends one row: `real` (its length is the real tokens') padded to `seq` with `fill`.
+    pub(crate) fn row<T: Copy>(self, out: &mut Vec<T>, real: &[T], seq: usize, fill: T) {
+        let pad = std::iter::repeat_n(fill, seq - real.len());
+        if self.left {
+            out.extend(pad);
+            out.extend_from_slice(real);
+        } else {
+            out.extend_from_slice(real);
+            out.extend(pad);
+        }
+    }
+}
+
 /// A `tokenizer.json` made ready for the core.
 pub struct TextTokenizer {
     inner: Tokenizer,
     single_specials: usize,
     pair_specials: usize,
     pad_id: PadId,
+    /// `tokenizer.json` pads on the left (`None`: it declares no padding).
+    pad_left: Option<bool>,
 }
 
 /// Where the padding id came from (which source wins when the model's config names one too).
@@ -120,7 +156,10 @@ impl TextTokenizer {
     pub fn from_bytes(json: &[u8]) -> Result<Self> {
         let mut inner = Tokenizer::from_bytes(json).map_err(tok_err)?;
         // The padding the tokenizer declares, else a `<pad>` / `[PAD]` token (a model's
-        // `config.json` `pad_token_id` comes before the latter: [`Self::with_config_pad`]).
+        // `config.json` `pad_token_id` comes before the latter: [`Self::with_model_padding`]).
+        let pad_left = inner
+            .get_padding()
+            .map(|p| matches!(p.direction, tokenizers::PaddingDirection::Left));
         let pad_id = inner
             .get_padding()
             .map(|p| PadId::Declared(i64::from(p.pad_id)))
@@ -141,6 +180,7 @@ impl TextTokenizer {
             single_specials,
             pair_specials,
             pad_id,
+            pad_left,
         })
     }
 
@@ -151,13 +191,24 @@ impl TextTokenizer {
         }
     }
 
+    /// How batches are padded: [`Self::pad_id`], on the side `tokenizer.json` declares, else
+    /// the one the model's files name ([`Self::with_model_padding`]).
+    pub fn padding(&self) -> Padding {
+        Padding {
+            id: self.pad_id(),
+            left: self.pad_left.unwrap_or(false),
+        }
+    }
+
     /// Pads with the model's `config.json` `pad_token_id` unless `tokenizer.json` declares its
     /// own padding (decoders such as Qwen3 pad with `<|endoftext|>`, and their classification
-    /// heads find the last real token by it).
-    pub fn with_config_pad(mut self, pad_token_id: Option<i64>) -> Self {
+    /// heads find the last real token by it), on the side of `tokenizer_config.json`
+    /// `padding_side` unless `tokenizer.json` declares one.
+    pub fn with_model_padding(mut self, pad_token_id: Option<i64>, pad_left: bool) -> Self {
         if let (PadId::Named(_), Some(id)) = (self.pad_id, pad_token_id) {
             self.pad_id = PadId::Declared(id);
         }
+        self.pad_left.get_or_insert(pad_left);
         self
     }
 

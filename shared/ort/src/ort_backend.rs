@@ -34,17 +34,19 @@ pub struct SessionOptions {
     pub cuda: Cuda,
 }
 
-/// An element type an integer input may have.
+/// The element type of a graph input: integers for token inputs, floats for a KV cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum IntType {
+enum Elem {
     I64,
     I32,
+    F32,
+    F16,
 }
 
 /// An ONNX Runtime session as a core backend.
 pub struct OrtBackend {
     session: Mutex<Session>,
-    feeds: Vec<(String, Feed, IntType)>,
+    feeds: Vec<(String, Feed, Elem)>,
     /// The output returned.
     output: String,
     output_f16: bool,
@@ -232,45 +234,62 @@ fn session(
     }
 }
 
-fn feed_for(name: &str, dtype: &ValueType) -> Result<(String, Feed, IntType)> {
-    let int = match dtype.tensor_type() {
-        Some(TensorElementType::Int64) => IntType::I64,
-        Some(TensorElementType::Int32) => IntType::I32,
-        other => {
+fn feed_for(name: &str, dtype: &ValueType) -> Result<(String, Feed, Elem)> {
+    let dims: Vec<Option<usize>> = dtype.tensor_shape().map_or_else(Vec::new, |s| {
+        s.iter().map(|&d| usize::try_from(d).ok()).collect()
+    });
+    let feed = Feed::for_input(name, &dims)?;
+    let elem = match (dtype.tensor_type(), feed.is_float()) {
+        (Some(TensorElementType::Int64), false) => Elem::I64,
+        (Some(TensorElementType::Int32), false) => Elem::I32,
+        (Some(TensorElementType::Float32), true) => Elem::F32,
+        (Some(TensorElementType::Float16), true) => Elem::F16,
+        (other, float) => {
+            let expected = if float {
+                "float32 or float16"
+            } else {
+                "int64 or int32"
+            };
             return Err(model_err(format!(
-                "input '{name}' has type {other:?}; expected int64 or int32"
-            )))
+                "input '{name}' has type {other:?}; expected {expected}"
+            )));
         }
     };
-    let feed = Feed::for_input(name, dtype.tensor_shape().map_or(0, |s| s.len()))?;
-    Ok((name.to_string(), feed, int))
+    Ok((name.to_string(), feed, elem))
 }
 
 fn run_err(e: impl std::fmt::Display) -> Error {
     Error::Backend(e.to_string())
 }
 
-/// An input tensor: int64 data is borrowed as is; int32 graphs get a narrowed copy.
-fn tensor(data: &[i64], shape: Vec<usize>, int: IntType) -> Result<SessionInputValue<'_>> {
-    Ok(match int {
-        IntType::I64 => TensorRef::from_array_view((shape, data))
+/// An input tensor: int64 data is borrowed as is; int32 graphs get a narrowed copy; a float
+/// input is the empty KV cache its shape (with a 0) describes.
+fn tensor(data: &[i64], shape: Vec<usize>, elem: Elem) -> Result<SessionInputValue<'_>> {
+    Ok(match elem {
+        Elem::I64 => TensorRef::from_array_view((shape, data))
             .map_err(run_err)?
             .into(),
-        IntType::I32 => {
+        Elem::I32 => {
             let narrow: Vec<i32> = data.iter().map(|&v| v as i32).collect();
             ort::value::Tensor::from_array((shape, narrow))
                 .map_err(run_err)?
                 .into()
         }
+        Elem::F32 => ort::value::Tensor::from_array((shape, Vec::<f32>::new()))
+            .map_err(run_err)?
+            .into(),
+        Elem::F16 => ort::value::Tensor::from_array((shape, Vec::<half::f16>::new()))
+            .map_err(run_err)?
+            .into(),
     })
 }
 
 impl Backend for OrtBackend {
     fn forward(&self, batch: &Batch) -> Result<Tensor> {
         let mut inputs: Vec<(&str, SessionInputValue)> = Vec::with_capacity(self.feeds.len());
-        for (name, feed, int) in &self.feeds {
+        for (name, feed, elem) in &self.feeds {
             let (data, shape) = batch.feed(*feed)?;
-            inputs.push((name.as_str(), tensor(data, shape, *int)?));
+            inputs.push((name.as_str(), tensor(data, shape, *elem)?));
         }
         let value = {
             let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());

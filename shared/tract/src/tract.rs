@@ -34,7 +34,7 @@ fn tract_err(e: impl std::fmt::Display) -> Error {
 /// A model's optimised plan.
 pub struct TractBackend {
     plan: Arc<TypedRunnableModel>,
-    feeds: Vec<Feed>,
+    feeds: Vec<(Feed, DatumType)>,
 }
 
 impl std::fmt::Debug for TractBackend {
@@ -83,19 +83,43 @@ impl TractBackend {
         let outlets = model.input_outlets().map_err(tract_err)?.to_vec();
         for (ix, outlet) in outlets.iter().enumerate() {
             let name = model.node(outlet.node).name.clone();
-            let rank = model
-                .input_fact(ix)
-                .ok()
-                .and_then(|f| f.shape.rank().concretize())
-                .map_or(0, |r| r.max(0) as usize);
-            let feed = Feed::for_input(&name, rank)?;
+            let declared = model.input_fact(ix).map_err(tract_err)?.clone();
+            let dims: Vec<Option<usize>> = declared
+                .shape
+                .dims()
+                .map(|d| {
+                    d.concretize()
+                        .and_then(|d| d.as_i64())
+                        .and_then(|d| usize::try_from(d).ok())
+                })
+                .collect();
+            let feed = Feed::for_input(&name, &dims)?;
+            let dt = match (feed, declared.datum_type.concretize()) {
+                (Feed::EmptyPast { .. }, Some(dt @ (DatumType::F32 | DatumType::F16))) => dt,
+                (Feed::EmptyPast { .. }, other) => {
+                    return Err(Error::Model(format!(
+                        "graph input '{name}' has type {other:?}; expected float32 or float16"
+                    )))
+                }
+                _ => DatumType::I64,
+            };
             let fact = match feed {
                 // `task_id` keeps the graph's rank: a scalar or `[1]`.
                 Feed::TaskId(rank) => i64::fact(vec![1usize; rank]),
+                // An empty KV cache: no past positions.
+                Feed::EmptyPast { heads, head_dim } => TypedFact::dt_shape(
+                    dt,
+                    [
+                        TDim::from(b.clone()),
+                        heads.into(),
+                        0.into(),
+                        head_dim.into(),
+                    ],
+                ),
                 _ => i64::fact([TDim::from(b.clone()), TDim::from(s.clone())]),
             };
             model.set_input_fact(ix, fact.into()).map_err(tract_err)?;
-            feeds.push(feed);
+            feeds.push((feed, dt));
         }
         if let Some(name) = output {
             model.select_outputs_by_name([name]).map_err(tract_err)?;
@@ -269,8 +293,13 @@ impl Backend for TractBackend {
         let inputs = self
             .feeds
             .iter()
-            .map(|feed| {
-                let (data, shape) = batch.feed(*feed)?;
+            .map(|&(feed, dt)| {
+                let (data, shape) = batch.feed(feed)?;
+                if feed.is_float() {
+                    return tract_onnx::prelude::Tensor::zero_dt(dt, &shape)
+                        .map(TValue::from)
+                        .map_err(tract_err);
+                }
                 int64(data, &shape)
             })
             .collect::<Result<TVec<TValue>>>()?;

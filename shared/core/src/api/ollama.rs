@@ -227,11 +227,13 @@ fn option_task(options: &Option<Map<String, Value>>) -> Result<Option<String>> {
 pub fn embed<B: Backend>(app: &App<B>, body: &[u8]) -> Result<Vec<u8>> {
     let started = Instant::now();
     let req: EmbedRequest = parse_body(body)?;
-    let (served, suffix_task) = app.models.embedder(req.model.as_deref())?;
+    let (served, task) =
+        app.models
+            .embedder_for(req.model.as_deref(), option_task(&req.options)?, None)?;
     let inputs = texts(req.input, "input")?;
     check_count(inputs.len(), app.limits.max_inputs, "inputs")?;
     let params = EmbedParams {
-        task: option_task(&req.options)?.or(suffix_task.map(str::to_string)),
+        task,
         dimensions: req.dimensions,
         truncate: req.truncate.unwrap_or(true),
         ..EmbedParams::default()
@@ -250,8 +252,9 @@ pub fn embed<B: Backend>(app: &App<B>, body: &[u8]) -> Result<Vec<u8>> {
 /// `POST /api/embeddings` (legacy: one prompt, one vector; an empty prompt gives `[]`).
 pub fn embeddings<B: Backend>(app: &App<B>, body: &[u8]) -> Result<Vec<u8>> {
     let req: LegacyRequest = parse_body(body)?;
-    let (served, suffix_task) = app.models.embedder(req.model.as_deref())?;
-    let task = option_task(&req.options)?.or(suffix_task.map(str::to_string));
+    let (served, task) =
+        app.models
+            .embedder_for(req.model.as_deref(), option_task(&req.options)?, None)?;
     let prompt = req.prompt.unwrap_or_default();
     if prompt.is_empty() {
         return reply(&LegacyResponse { embedding: vec![] });

@@ -95,21 +95,17 @@ pub struct EmbeddingsResponse {
 /// `POST /v1/embeddings`
 pub fn embeddings<B: Backend>(app: &App<B>, body: &[u8]) -> Result<Vec<u8>> {
     let req: EmbeddingsRequest = parse_body(body)?;
-    let (served, suffix_task) = app.models.embedder(req.model.as_deref())?;
+    let (served, task) =
+        app.models
+            .embedder_for(req.model.as_deref(), req.task, req.input_type.as_deref())?;
     let inputs = inputs(req.input)?;
     check_count(inputs.len(), app.limits.max_inputs, "inputs")?;
     let encoding = req
         .embedding_type
         .or(req.encoding_format)
         .map_or(Ok(OutputEncoding::Float), |e| OutputEncoding::parse(&e))?;
-    let role = req
-        .input_type
-        .as_deref()
-        .map(|t| served.model.task_for_input_type(t))
-        .transpose()?
-        .flatten();
     let params = EmbedParams {
-        task: req.task.or(role).or(suffix_task.map(str::to_string)),
+        task,
         dimensions: req.dimensions,
         truncate: req.truncate.unwrap_or(true),
         normalize: req.normalized.unwrap_or(true),
@@ -187,11 +183,13 @@ pub struct ModelList {
 /// and special tokens included), for counting and debugging.
 pub fn tokenize<B: Backend>(app: &App<B>, body: &[u8]) -> Result<Vec<u8>> {
     let req: TokenizeRequest = parse_body(body)?;
-    let (served, suffix_task) = app.models.embedder(req.model.as_deref())?;
+    let (served, task) = app
+        .models
+        .embedder_for(req.model.as_deref(), req.task, None)?;
     let inputs = inputs(req.input)?;
     check_count(inputs.len(), app.limits.max_inputs, "inputs")?;
     let params = EmbedParams {
-        task: req.task.or(suffix_task.map(str::to_string)),
+        task,
         truncate: req.truncate.unwrap_or(true),
         ..EmbedParams::default()
     };

@@ -42,14 +42,14 @@ pub struct SpinEmbedResponse {
 /// `POST /embed` (Spin's shape)
 pub fn embed<B: Backend>(app: &App<B>, body: &[u8]) -> Result<Vec<u8>> {
     let req: SpinEmbedRequest = parse_body(body)?;
-    let (served, task) = app.models.embedder(req.model.as_deref())?;
+    let (served, task) = app.models.embedder_for(req.model.as_deref(), None, None)?;
     check_count(req.input.len(), app.limits.max_inputs, "inputs")?;
     if req.input.is_empty() {
         return Err(Error::bad_request("'input' must not be empty"));
     }
     let inputs: Vec<Input> = req.input.into_iter().map(Input::Text).collect();
     let params = EmbedParams {
-        task: task.map(str::to_string),
+        task,
         ..EmbedParams::default()
     };
     let out = served.model.embed(&inputs, &params)?;

@@ -85,11 +85,12 @@ fn params(
 /// `POST /embed`
 pub fn embed<B: Backend>(app: &App<B>, body: &[u8]) -> Result<Vec<u8>> {
     let req: EmbedRequest = parse_body(body)?;
-    let (served, suffix_task) = app.models.embedder(req.model.as_deref())?;
+    let (served, task) = app
+        .models
+        .embedder_for(req.model.as_deref(), req.prompt_name, None)?;
     let inputs = items(req.inputs)?;
     check_count(inputs.len(), app.limits.max_inputs, "inputs")?;
-    let mut params = params(req.truncate, req.truncation_direction, req.prompt_name);
-    params.task = params.task.or(suffix_task.map(str::to_string));
+    let mut params = params(req.truncate, req.truncation_direction, task);
     params.normalize = req.normalize.unwrap_or(true);
     params.dimensions = req.dimensions;
     let out = served.model.embed(&inputs, &params)?;
@@ -99,11 +100,12 @@ pub fn embed<B: Backend>(app: &App<B>, body: &[u8]) -> Result<Vec<u8>> {
 /// `POST /embed_all`
 pub fn embed_all<B: Backend>(app: &App<B>, body: &[u8]) -> Result<Vec<u8>> {
     let req: EmbedAllRequest = parse_body(body)?;
-    let (served, suffix_task) = app.models.embedder(req.model.as_deref())?;
+    let (served, task) = app
+        .models
+        .embedder_for(req.model.as_deref(), req.prompt_name, None)?;
     let inputs = items(req.inputs)?;
     check_count(inputs.len(), app.limits.max_inputs, "inputs")?;
-    let mut params = params(req.truncate, req.truncation_direction, req.prompt_name);
-    params.task = params.task.or(suffix_task.map(str::to_string));
+    let params = params(req.truncate, req.truncation_direction, task);
     let out = served
         .model
         .token_embeddings(&inputs, &params, app.limits.max_embed_all_values)?;
@@ -139,7 +141,10 @@ pub fn rerank<B: Backend>(app: &App<B>, body: &[u8]) -> Result<Vec<u8>> {
 /// `POST /similarity`
 pub fn similarity<B: Backend>(app: &App<B>, body: &[u8]) -> Result<Vec<u8>> {
     let req: SimilarityRequest = parse_body(body)?;
-    let (served, suffix_task) = app.models.embedder(req.model.as_deref())?;
+    let p = req.parameters.unwrap_or_default();
+    let (served, task) = app
+        .models
+        .embedder_for(req.model.as_deref(), p.prompt_name, None)?;
     if req.inputs.sentences.is_empty() {
         return Err(empty("inputs.sentences"));
     }
@@ -148,9 +153,7 @@ pub fn similarity<B: Backend>(app: &App<B>, body: &[u8]) -> Result<Vec<u8>> {
         app.limits.max_inputs,
         "inputs",
     )?;
-    let p = req.parameters.unwrap_or_default();
-    let mut params = params(p.truncate, p.truncation_direction, p.prompt_name);
-    params.task = params.task.or(suffix_task.map(str::to_string));
+    let params = params(p.truncate, p.truncation_direction, task);
     let inputs: Vec<Input> = std::iter::once(req.inputs.source_sentence)
         .chain(req.inputs.sentences)
         .map(Input::Text)
@@ -171,7 +174,9 @@ pub fn similarity<B: Backend>(app: &App<B>, body: &[u8]) -> Result<Vec<u8>> {
 /// `POST /tokenize` with `inputs`
 pub fn tokenize<B: Backend>(app: &App<B>, body: &[u8]) -> Result<Vec<u8>> {
     let req: TokenizeRequest = parse_body(body)?;
-    let (served, suffix_task) = app.models.embedder(req.model.as_deref())?;
+    let (served, task) = app
+        .models
+        .embedder_for(req.model.as_deref(), req.prompt_name, None)?;
     let texts = match req.inputs {
         TokenizeInputs::One(t) => vec![t],
         TokenizeInputs::Many(v) => v,
@@ -180,7 +185,6 @@ pub fn tokenize<B: Backend>(app: &App<B>, body: &[u8]) -> Result<Vec<u8>> {
         return Err(empty("inputs"));
     }
     check_count(texts.len(), app.limits.max_inputs, "inputs")?;
-    let task = req.prompt_name.or(suffix_task.map(str::to_string));
     let instruction = served.model.instruction(task.as_deref())?;
     // Counted as it goes: the answer (a few dozen bytes a token) is bounded like a request's
     // tokens, and a text past the limit is not tokenized further than that.
