@@ -43,5 +43,15 @@ ENV EMBEDDINGS_MODEL_ID=${EMBEDDINGS_MODEL_ID} \
     PORT=8000
 RUN if [ "$BAKE_MODELS" = 1 ]; then /app/embedfn --init-only; fi
 ENV HF_HUB_OFFLINE=${BAKE_MODELS}
+# Lambda SnapStart (template.yaml SnapStart=PublishedVersions): Lambda publishes a SnapStart
+# version of a container image only if the image carries this label or its runtime calls the
+# Runtime API's restore/next. This one does both: when AWS_LAMBDA_INITIALIZATION_TYPE=snap-start
+# the binary loads and warms every model, then calls GET /runtime/restore/next itself, so the
+# snapshot holds warmed sessions. The snapshot's init runs on Lambda's CPU: ONNX Runtime's
+# optimized-graph cache is keyed by the CPU's instruction-set flags (shared/ort/src/ort_cache.rs),
+# so a cache baked here (ORT_CACHE_DIR inside the image at build time) serves only a CPU with the
+# build machine's flags; on any other the model is optimized again during init (before the
+# snapshot, with SnapStart).
+LABEL com.amazonaws.lambda.feature.snapstart="Allow"
 EXPOSE 8000
 ENTRYPOINT ["/app/embedfn"]
