@@ -24,7 +24,6 @@ use embedfn_core::admission::Queue;
 use embedfn_core::dynamic::BatchingOptions;
 use embedfn_core::settings::SECRETS;
 use embedfn_core::{BatchLimits, Place, Settings};
-use embedfn_ort::ort_backend::SessionOptions;
 use embedfn_ort::{models, runtime, system};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
@@ -126,10 +125,7 @@ async fn run(args: cli::Args) -> anyhow::Result<()> {
                 let (lib, ort_env) = runtime::init()?;
                 tracing::info!(library = %lib.display(), "ONNX Runtime loaded");
                 let settings = NnSettings {
-                    session: SessionOptions {
-                        intra_threads: system::intra_threads(&settings),
-                        cuda: settings.cuda,
-                    },
+                    session: system::session_options(&settings),
                     quantization: settings.quantization,
                     batching: BatchingOptions {
                         enabled: settings.dynamic_batching,

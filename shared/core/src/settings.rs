@@ -53,7 +53,7 @@ const fn row(
 
 /// Every setting, in the order the docs list them.
 pub const SETTINGS: &[Setting] = &[
-    row("EMBEDDINGS_MODEL_ID", "`jinaai/jina-embeddings-v3` (component: `/models/embedder`)", "Embedding models: Hugging Face ids or local directories, comma-separated; the first is the default; `none` serves none", Scope::All),
+    row("EMBEDDINGS_MODEL_ID", "`jinaai/jina-embeddings-v3` (component: `/models/embedder`)", "Embedding models: Hugging Face ids or local directories, comma-separated; the first is the default; `none` serves none; a family id (`jinaai/jina-embeddings-v5-text-small`, `-nano`) stands for its four per-task repositories", Scope::All),
     row("RERANKER_MODEL_ID", "`jinaai/jina-reranker-v2-base-multilingual` (component: `none`)", "Cross-encoder rerankers, the same way", Scope::All),
     row("ONNX_QUANTIZATION", "`none`", "Which ONNX file: `none` (fp32), `fp16`, `int8`, `uint8`, `quantized`, `q4`, `bnb4`", Scope::All),
     row("TASK_INSTRUCTIONS", "`true`", "Prepend the task's instruction (jina-embeddings-v3) to each text", Scope::All),
@@ -72,6 +72,7 @@ pub const SETTINGS: &[Setting] = &[
     row("MODEL_CACHE_DIR", "`models` (Lambda: `/tmp/models`)", "Where hub downloads go (optimized graphs: `ORT_CACHE_DIR`)", Scope::Native),
     row("USE_CUDA", "auto", "`true`/`false`: the CUDA execution provider; unset uses it when present", Scope::Native),
     row("ORT_INTRA_THREADS", "physical cores", "ONNX Runtime intra-op threads", Scope::Native),
+    row("ORT_SPINNING", "on in Lambda and where a cgroup CPU quota gives the process whole cores for its threads; else off", "`true`/`false`: ONNX Runtime's intra-op threads spin between pieces of work instead of sleeping (shorter passes on CPUs the process owns; CPU taken from neighbours on shared ones)", Scope::Native),
     row("DYNAMIC_BATCHING", "`true` (Lambda: `false`, unless `AWS_LAMBDA_MAX_CONCURRENCY` > 1)", "Batch concurrent requests into shared forward passes", Scope::Native),
     row("BATCH_WAIT_MS", "`0`", "How long a pass waits for more requests", Scope::Native),
     row("MAX_MEMORY", "cgroup limit, else Lambda memory, else physical memory, less 10 %", "Memory budget every pass is planned and admitted under (`2G`, `512M`)", Scope::Native),
@@ -148,6 +149,8 @@ pub struct Settings {
     pub cuda: Cuda,
     /// `ORT_INTRA_THREADS`; `None`: physical cores (the engine counts them).
     pub intra_threads: Option<usize>,
+    /// `ORT_SPINNING`; `None`: the engine decides from where it runs.
+    pub spinning: Option<bool>,
     /// `TASK_INSTRUCTIONS`.
     pub task_instructions: bool,
     /// `DEFAULT_TASK`.
@@ -314,6 +317,7 @@ impl Settings {
                 Some(false) => Cuda::Off,
             },
             intra_threads: r.number("ORT_INTRA_THREADS")?.map(|n| n.max(1)),
+            spinning: r.flag("ORT_SPINNING")?,
             task_instructions: r.flag("TASK_INSTRUCTIONS")?.unwrap_or(true),
             default_task: r.get("DEFAULT_TASK"),
             max_batch_tokens: r.number("MAX_BATCH_TOKENS")?.map(|n| n.max(1)),

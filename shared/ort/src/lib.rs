@@ -17,16 +17,17 @@ use std::sync::Arc;
 use embedfn_core::{App, Budget, Metrics, Registry, Settings};
 
 use crate::models::Engine;
-use crate::ort_backend::SessionOptions;
 
 /// Builds the app from the settings: loads ONNX Runtime and every configured model.
 pub fn build(settings: &Settings) -> Result<App<Engine>, String> {
     let (lib, env) = runtime::init().map_err(|e| e.to_string())?;
     tracing::info!(library = %lib.display(), "ONNX Runtime loaded");
-    let session = SessionOptions {
-        intra_threads: system::intra_threads(settings),
-        cuda: settings.cuda,
-    };
+    let session = system::session_options(settings);
+    tracing::info!(
+        threads = session.intra_threads,
+        spinning = session.spinning,
+        "ONNX Runtime sessions"
+    );
     let metrics = Arc::new(Metrics::default());
     let (max_memory, max_memory_source) = system::memory_budget(settings);
     let budget = Arc::new(Budget::new(

@@ -5,6 +5,8 @@
 use embedfn_core::memory::default_limit;
 use embedfn_core::Settings;
 
+use crate::ort_backend::SessionOptions;
+
 /// The memory budget from the settings: `MAX_MEMORY`, else detected; and where it came from.
 pub fn memory_budget(settings: &Settings) -> (u64, &'static str) {
     match settings.max_memory {
@@ -16,6 +18,44 @@ pub fn memory_budget(settings: &Settings) -> (u64, &'static str) {
 /// ONNX Runtime's intra-op threads: `ORT_INTRA_THREADS`, else the physical cores.
 pub fn intra_threads(settings: &Settings) -> usize {
     settings.intra_threads.unwrap_or_else(physical_cores)
+}
+
+/// Every session's options from the settings: threads, CUDA, spinning.
+pub fn session_options(settings: &Settings) -> SessionOptions {
+    let intra_threads = intra_threads(settings);
+    SessionOptions {
+        intra_threads,
+        cuda: settings.cuda,
+        spinning: settings.spinning.unwrap_or_else(|| {
+            owns_cpus(
+                settings.lambda_memory_mb.is_some(),
+                cgroup_cpus(),
+                intra_threads,
+            )
+        }),
+    }
+}
+
+/// Whether the process has its CPUs to itself, so that ONNX Runtime's threads may spin between
+/// pieces of work (a few percent per pass) without taking CPU from anyone: in Lambda (an
+/// execution environment runs one function), or under a cgroup CPU quota of at least one whole
+/// core per intra-op thread (a container sized for it). On a shared machine with no quota,
+/// spinning threads burn the neighbours' CPU and slow everyone, so they sleep.
+pub fn owns_cpus(in_lambda: bool, quota_cpus: Option<f64>, threads: usize) -> bool {
+    in_lambda || quota_cpus.is_some_and(|q| q >= threads as f64)
+}
+
+/// The cgroup v2 CPU quota in CPUs (`cpu.max`: `quota period`; `max`: none).
+fn cgroup_cpus() -> Option<f64> {
+    parse_cpu_max(&std::fs::read_to_string("/sys/fs/cgroup/cpu.max").ok()?)
+}
+
+/// `cpu.max`'s `quota period` as CPUs; `max …` (no quota) is none.
+fn parse_cpu_max(text: &str) -> Option<f64> {
+    let mut parts = text.split_whitespace();
+    let quota: f64 = parts.next()?.parse().ok()?;
+    let period: f64 = parts.next().unwrap_or("100000").parse().ok()?;
+    (period > 0.0).then(|| quota / period)
 }
 
 /// The default budget and where it came from (see [`default_limit`]).
@@ -105,6 +145,17 @@ pub fn physical_cores() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn threads_spin_only_where_the_cpus_are_the_processs_own() {
+        assert_eq!(parse_cpu_max("max 100000\n"), None);
+        assert_eq!(parse_cpu_max("200000 100000\n"), Some(2.0));
+        assert_eq!(parse_cpu_max("50000 100000"), Some(0.5));
+        assert!(owns_cpus(true, None, 2), "Lambda: the environment is the function's");
+        assert!(!owns_cpus(false, None, 2), "no quota: a shared machine");
+        assert!(owns_cpus(false, Some(2.0), 2));
+        assert!(!owns_cpus(false, Some(1.5), 2), "fewer cores than threads");
+    }
 
     #[test]
     fn detected_memory_names_its_source() {
