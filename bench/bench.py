@@ -33,7 +33,7 @@ import report
 import workloads as wl
 from contenders import (BATCHED, EMBEDFN, FLOOR, LAMBDA, NO_BATCHING, SEED, TRACT, WASM, WASM_NO_SNAPSHOT,
                          FloorWorker, HttpServer, LambdaFunction, embedfn_env, server_env)
-from onnx_run import mean_pool, pad, sigmoid
+from onnx_run import pad, pool, sigmoid
 from system import cpu_model, physical_cores
 from textmodel import TextModel
 
@@ -206,7 +206,7 @@ class Bench:
         if w.path == "/api/rerank":
             return sigmoid(first)
         _, mask = pad(self.sequences(self.models[w.model], w.requests[0]), self.models[w.model].pad_id)
-        return mean_pool(first, mask)
+        return pool(first, mask)
 
     def floor(self, model_name):
         """The floor worker of a model."""

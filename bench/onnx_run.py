@@ -30,7 +30,8 @@ def pad(seqs, pad_id):
 
 def feeds(session, ids, mask, task_id=None):
     """The inputs the graph declares, as tests/reference.py feeds them: `input_ids`,
-    `attention_mask`, `token_type_ids` (zeros) and `task_id` (0-d or [1])."""
+    `attention_mask`, `token_type_ids` (zeros), `position_ids` (counted over the mask),
+    `task_id` (0-d or [1]) and an empty `past_key_values.*` cache."""
     out = {}
     for inp in session.get_inputs():
         if inp.name == "input_ids":
@@ -39,21 +40,31 @@ def feeds(session, ids, mask, task_id=None):
             out[inp.name] = mask
         elif inp.name == "token_type_ids":
             out[inp.name] = np.zeros_like(ids)
+        elif inp.name == "position_ids":
+            out[inp.name] = np.maximum(np.cumsum(mask, axis=1) - 1, 0).astype(np.int64)
         elif inp.name == "task_id":
             out[inp.name] = np.array(task_id, dtype=np.int64).reshape([1] * len(inp.shape))
+        elif inp.name.startswith("past_key_values."):
+            dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+            out[inp.name] = np.zeros((len(ids), inp.shape[1], 0, inp.shape[3]), dtype=dtype)
         else:
             raise ValueError(f"the graph takes an input this benchmark does not feed: {inp.name}")
     return out
 
 
-def mean_pool(output, mask):
-    """Mean over real tokens of a token-level output [batch, seq, hidden] (a pooled
-    [batch, hidden] output as is), then L2 normalisation; float32 [batch, hidden]."""
+def pool(output, mask, mode="mean"):
+    """Mean over real tokens of a token-level output [batch, seq, hidden], or each row's last
+    real token (`lasttoken`); a pooled [batch, hidden] output as is; then L2 normalisation;
+    float32 [batch, hidden]."""
     output = output.astype(np.float32)
-    if output.ndim == 3:
+    if output.ndim == 3 and mode == "lasttoken":
+        last = mask.shape[1] - 1 - np.argmax(mask[:, ::-1], axis=1)
+        output = output[np.arange(len(output)), last]
+    elif output.ndim == 3:
         weights = mask[..., None].astype(np.float32)
         output = (output * weights).sum(axis=1) / weights.sum(axis=1)
     return output / np.linalg.norm(output, axis=1, keepdims=True)
+
 
 
 def sigmoid(logits):

@@ -22,7 +22,7 @@ import numpy as np
 import onnxruntime as ort
 from aiohttp import web
 
-from onnx_run import feeds, floor_options, mean_pool, pad, sigmoid
+from onnx_run import feeds, floor_options, pad, pool, sigmoid
 from system import physical_cores
 from textmodel import TextModel
 
@@ -41,7 +41,7 @@ class Engine:
     def embed(self, texts):
         """Normalised vectors [len(texts), hidden]."""
         out, mask = self._run([self.model.encode(t) for t in texts])
-        return mean_pool(out, mask)
+        return pool(out, mask, self.model.pooling)
 
     def scores(self, query, documents):
         """Relevance of each document to `query`, [len(documents)]."""

@@ -27,7 +27,7 @@ import numpy as np
 
 import contenders
 from contenders import FloorWorker, HttpServer, embedfn_env, server_env
-from onnx_run import mean_pool, pad, sigmoid
+from onnx_run import pool, pad, sigmoid
 from system import cpu_model, physical_cores
 from textmodel import TextModel
 
@@ -71,20 +71,33 @@ def file_of(variant):
 
 def text_of(model, n):
     """A text of exactly `n` tokens as the model runs it (specials included), or a
-    (query, document) pair of `n` tokens for a cross-encoder."""
+    (query, document) pair of `n` tokens for a cross-encoder: as many words as fit, then
+    one-token words to make up the rest (tokenizers differ in tokens per word)."""
     words = "the cat sat on mat dog house tree water light".split()
 
-    def doc(k):
-        return " ".join(words[i % len(words)] for i in range(k))
+    def doc(k, tail=0):
+        return " ".join([words[i % len(words)] for i in range(k)] + ["a"] * tail)
 
-    if model.cross_encoder:
-        q = len(model.tok.encode(QUERY, add_special_tokens=False).ids)
-        d = doc(n - 4 - q)
-        assert len(model.pair(QUERY, d)) == n
-        return d
-    t = doc(n - 2 - len(model.tok.encode(model.instruction, add_special_tokens=False).ids))
-    assert len(model.encode(t)) == n, (len(model.encode(t)), n)
-    return t
+    def length(text):
+        try:
+            return len(model.pair(QUERY, text)) if model.cross_encoder else len(model.encode(text))
+        except ValueError:  # a document longer than one window
+            return n + 1
+
+    lo, hi = 0, n
+    while lo < hi:  # the most words that fit
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if length(doc(mid)) <= n else (lo, mid - 1)
+    # Make up the rest with one-token words, dropping words until they fit exactly.
+    for k in range(lo, max(lo - 8, -1), -1):
+        for tail in range(n - length(doc(k)) + 1):
+            if length(doc(k, tail)) >= n:
+                break
+        text = doc(k, tail)
+        if length(text) == n:
+            break
+    assert length(text) == n, (length(text), n)
+    return text
 
 
 def body_of(model, text, batch):
@@ -191,7 +204,7 @@ def bench_variant(args, model, variant, lengths, logs):
             lat, out = w.run(str(n))
             res[n] = stats(lat, n, args.batch)
             res[n]["peak_rss_mib"] = w.peak_rss_kib() / 1024
-            ref = sigmoid(out) if model.cross_encoder else mean_pool(out, batches[str(n)][0][1])
+            ref = sigmoid(out) if model.cross_encoder else pool(out, batches[str(n)][0][1], model.pooling)
             if n in first:
                 res[n]["embedfn_max_abs_diff"] = float(np.max(np.abs(first[n] - ref)))
             log(f"  floor {n} tokens: p50 {res[n]['p50_ms']:.0f} ms, diff to embedfn "

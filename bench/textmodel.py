@@ -1,6 +1,9 @@
 """A model directory as the Python contenders read it, following tests/reference.py: the
 tokenizer (no padding, truncation at the model's limit), the default task's `task_id` and
-instruction, the pad id, and cross-encoder pairs `<s> query </s></s> document </s>`."""
+instruction, the pad id, the pooling (`1_Pooling/config.json`: mean or last token), and
+cross-encoder pairs as the tokenizer's own pair template lays them out
+(`<s> query </s></s> document </s>` for XLM-R, `query <|endoftext|> document <|endoftext|>` for
+Qwen3)."""
 
 import functools
 import json
@@ -10,7 +13,6 @@ from tokenizers import Tokenizer
 
 DEFAULT_TASK = "text-matching"
 MAX_QUERY_TOKENS = 512
-PAIR_SPECIALS = 4
 
 
 class TextModel:
@@ -30,8 +32,10 @@ class TextModel:
         self.tok = Tokenizer.from_file(str(self.dir / "tokenizer.json"))
         self.tok.no_padding()
         self.tok.enable_truncation(self.max_length)
-        if not self.cross_encoder:
-            _require_mean_pooling(self.dir)
+        self.pooling = "sequence" if self.cross_encoder else _pooling(self.dir)
+        #: special tokens the post-processor adds to one text / to a pair
+        self.single_specials = self.tok.num_special_tokens_to_add(False)
+        self.pair_specials = self.tok.num_special_tokens_to_add(True)
 
     @property
     def onnx_path(self):
@@ -56,13 +60,13 @@ class TextModel:
     def pair(self, query, document):
         """Cross-encoder ids of (query, document); the document must fit one window (documents
         longer than that are scored over several windows, which the benchmark does not do)."""
-        bos, eos = self.tok.token_to_id("<s>"), self.tok.token_to_id("</s>")
-        budget = self.max_length - PAIR_SPECIALS
-        q = self.tok.encode(query, add_special_tokens=False).ids[: min(MAX_QUERY_TOKENS, budget // 2)]
-        d = self.tok.encode(document, add_special_tokens=False).ids
-        if len(d) > budget - len(q):
-            raise ValueError(f"document of {len(d)} tokens does not fit one window of {budget - len(q)}")
-        return [bos, *q, eos, eos, *d, eos]
+        budget = self.max_length - self.pair_specials
+        q = self.tok.encode(query, add_special_tokens=False)
+        q.truncate(min(MAX_QUERY_TOKENS, budget // 2))
+        d = self.tok.encode(document, add_special_tokens=False)
+        if len(d.ids) > budget - len(q.ids):
+            raise ValueError(f"document of {len(d.ids)} tokens does not fit one window of {budget - len(q.ids)}")
+        return self.tok.post_process(q, d).ids
 
 
 def _max_length(model_dir, config):
@@ -73,8 +77,12 @@ def _max_length(model_dir, config):
     return config["max_position_embeddings"] - config["pad_token_id"] - 1
 
 
-def _require_mean_pooling(model_dir):
-    """The Python contenders mean-pool; fail on a model that pools otherwise."""
-    pooling = model_dir / "1_Pooling" / "config.json"
-    if pooling.exists() and not json.loads(pooling.read_text()).get("pooling_mode_mean_tokens", True):
-        raise ValueError(f"{model_dir} does not mean-pool; the Python contenders only mean-pool")
+def _pooling(model_dir):
+    """`mean` or `lasttoken`, from `1_Pooling/config.json` (mean when absent)."""
+    path = model_dir / "1_Pooling" / "config.json"
+    config = json.loads(path.read_text()) if path.exists() else {}
+    if config.get("pooling_mode_lasttoken"):
+        return "lasttoken"
+    if not config.get("pooling_mode_mean_tokens", True):
+        raise ValueError(f"{model_dir} pools neither by mean nor by last token; the Python contenders do those")
+    return "mean"

@@ -24,8 +24,17 @@ becomes an `If` on "no padding in this batch" (min(attention_mask) == 1):
   1.5 s / 136 MiB for one 16-head layer at 2048 tokens), so padded batches keep the plain path.
 
 Long inputs (the ones whose memory matters) run alone and unpadded, so they take the fused path.
+
+Decoders (causal attention: `config.json` `model_type` qwen2/qwen3/llama/mistral without
+`use_bidirectional_attention`, read from the model directory) take
+`GroupQueryAttention(Q', K', V', seqlens_k, total_sequence_length, num_heads, kv_num_heads)`
+instead, which is causal and runs tiled on CPU (one 16-query/8-KV-head layer at 4096 tokens:
+0.45 s and +137 MiB, against 3.6 s and +1.3 GiB for a causal MultiHeadAttention). Its K and V
+are the KV heads before grouped-query repetition (the `repeat_kv` of Hugging Face models:
+`Unsqueeze` then `Expand` or `Concat` copies, then `Reshape`), found by the pattern.
 """
 
+import json
 import sys
 from pathlib import Path
 
@@ -39,8 +48,17 @@ def fused_name(path):
     return path.with_name(path.stem + ".fused.onnx")
 
 
+CAUSAL_TYPES = {"qwen2", "qwen3", "llama", "mistral"}
+
+
+def is_causal(config):
+    """Whether a model's `config.json` describes causal (decoder) attention."""
+    return config.get("model_type") in CAUSAL_TYPES and not config.get("use_bidirectional_attention")
+
+
 class Rewriter:
-    def __init__(self, model):
+    def __init__(self, model, causal=False):
+        self.causal = causal
         self.m = model
         self.g = model.graph
         self.inits = {t.name: t for t in self.g.initializer}
@@ -102,12 +120,21 @@ class Rewriter:
         heads = self.num_heads(pv.input[1])
         if heads is None:
             return None
-        return {"nodes": [qk, scale_node, add, softmax, pv, tr, rs], "kt": kt, "q": qk.input[0],
-                "k": kt.input[0], "v": pv.input[1], "out": rs.output[0], "scale": scale, "heads": heads,
-                "dtype": c.dtype}
+        block = {"nodes": [qk, scale_node, add, softmax, pv, tr, rs], "kt": kt, "q": qk.input[0],
+                 "k": kt.input[0], "v": pv.input[1], "out": rs.output[0], "scale": scale, "heads": heads,
+                 "dtype": c.dtype}
+        if self.causal:
+            k, v = self.kv_heads(block["k"]), self.kv_heads(block["v"])
+            if k is None or v is None or k[1] != v[1]:
+                return None
+            block.update(k=k[0], v=v[0], kv_heads=k[1])
+        return block
 
     def num_heads(self, v):
-        """V = Transpose(Reshape(v3d, [0, 0, heads, head_dim]), 0 2 1 3)."""
+        """V = Transpose(Reshape(v3d, [0, 0, heads, head_dim]), 0 2 1 3), or V repeated from
+        KV heads: Reshape(repeated, [0, heads, -1, head_dim])."""
+        if self.kv_heads(v) is not None:
+            return int(self.const(self.producer[v].input[1])[1])
         t = self.producer.get(v)
         if t is None or t.op_type != "Transpose":
             return None
@@ -116,6 +143,25 @@ class Rewriter:
             return None
         shape = self.const(r.input[1])
         return int(shape[2]) if shape is not None and shape.size == 4 else None
+
+    def kv_heads(self, x):
+        """The [b, kv_heads, s, d] tensor that grouped-query repetition made `x` from, and the
+        KV head count: Reshape(Expand(Unsqueeze(kv, 2)) | Concat(Unsqueeze(kv, 2) × n), [0, heads, -1, d])."""
+        r = self.producer.get(x)
+        if r is None or r.op_type != "Reshape":
+            return None
+        shape = self.const(r.input[1])
+        rep = self.producer.get(r.input[0])
+        if shape is None or shape.size != 4 or rep is None or rep.op_type not in ("Expand", "Concat"):
+            return None
+        if rep.op_type == "Concat" and len(set(rep.input)) != 1:
+            return None
+        u = self.producer.get(rep.input[0])
+        axes = self.const(u.input[1]) if u is not None and u.op_type == "Unsqueeze" and len(u.input) > 1 else None
+        if axes is None or list(axes.reshape(-1)) != [2]:
+            return None
+        copies = len(rep.input) if rep.op_type == "Concat" else int(self.const(rep.input[1]).reshape(-1)[2])
+        return u.input[0], int(shape[1]) // copies
 
     def to_3d(self, x, nodes):
         """[b, h, s, d] -> [b, s, h*d]: the projection itself when x = Transpose(Reshape(p)), else
@@ -147,13 +193,35 @@ class Rewriter:
                              name="fused_attn_unpadded"),
         ]
         self.g.initializer.append(numpy_helper.from_array(np.array(1, dtype=np.int64), "fused_attn_one"))
+        if self.causal:
+            # GroupQueryAttention's lengths: every row is whole (the unpadded branch).
+            cond_nodes += [
+                helper.make_node("Shape", ["attention_mask"], ["fused_attn_shape"], name="fused_attn_shape"),
+                helper.make_node("Gather", ["fused_attn_shape", "fused_attn_one"], ["fused_attn_total64"], axis=0,
+                                 name="fused_attn_total64"),
+                helper.make_node("Cast", ["fused_attn_total64"], ["fused_attn_total"], to=TensorProto.INT32,
+                                 name="fused_attn_total"),
+                helper.make_node("ReduceSum", ["attention_mask", "fused_attn_one_axis"], ["fused_attn_len"],
+                                 keepdims=0, name="fused_attn_len"),
+                helper.make_node("Sub", ["fused_attn_len", "fused_attn_one"], ["fused_attn_len_m1"],
+                                 name="fused_attn_len_m1"),
+                helper.make_node("Cast", ["fused_attn_len_m1"], ["fused_attn_seqlens_k"], to=TensorProto.INT32,
+                                 name="fused_attn_seqlens_k"),
+            ]
+            self.g.initializer.append(numpy_helper.from_array(np.array([1], dtype=np.int64), "fused_attn_one_axis"))
         replaced = {}
         for b in blocks:
             then_nodes = []
             q3, k3, v3 = (self.to_3d(b[x], then_nodes) for x in ("q", "k", "v"))
             out_t, out_e = self.uniq("mha"), self.uniq("plain")
-            then_nodes.append(helper.make_node("MultiHeadAttention", [q3, k3, v3], [out_t], name=out_t,
-                                               domain="com.microsoft", num_heads=b["heads"], scale=b["scale"]))
+            if self.causal:
+                then_nodes.append(helper.make_node(
+                    "GroupQueryAttention", [q3, k3, v3, "", "", "fused_attn_seqlens_k", "fused_attn_total"],
+                    [out_t, self.uniq("present_k"), self.uniq("present_v")], name=out_t, domain="com.microsoft",
+                    num_heads=b["heads"], kv_num_heads=b["kv_heads"], scale=b["scale"]))
+            else:
+                then_nodes.append(helper.make_node("MultiHeadAttention", [q3, k3, v3], [out_t], name=out_t,
+                                                   domain="com.microsoft", num_heads=b["heads"], scale=b["scale"]))
             else_nodes = [b["kt"]] + b["nodes"] if len(self.consumers.get(b["kt"].output[0], [])) == 1 \
                 else b["nodes"]
             else_nodes = [onnx.NodeProto.FromString(n.SerializeToString()) for n in else_nodes]
@@ -215,14 +283,17 @@ def topological(nodes, graph):
 def fuse_file(path):
     path = Path(path)
     model = onnx.load(str(path), load_external_data=False)
-    count = Rewriter(model).run()
+    config = path.parent.parent / "config.json"
+    causal = config.is_file() and is_causal(json.loads(config.read_text()))
+    count = Rewriter(model, causal).run()
     if not count:
         print(f"{path}: no plain attention pattern found; nothing written", file=sys.stderr)
         return None
     out = fused_name(path)
     out.write_bytes(model.SerializeToString())  # initializers untouched: same external data file
     onnx.checker.check_model(str(out))
-    print(f"{path} -> {out.name}: {count} attention blocks fused", file=sys.stderr)
+    kind = "GroupQueryAttention (causal)" if causal else "MultiHeadAttention"
+    print(f"{path} -> {out.name}: {count} attention blocks fused into {kind}", file=sys.stderr)
     return out
 
 

@@ -2,7 +2,8 @@
 # Makes the full-size benchmark models (seeded random weights, real architecture; see
 # tests/fixtures/scale.py) and their variants, cached under $EMBEDFN_CACHE/models/, then prints
 # that directory. Never run by the test command.
-#   make-scale-models.sh [--models "jina-v3-scale jina-reranker-scale"] [--variants "fp16 int8 ..."]
+#   make-scale-models.sh [--models "jina-v3-scale jina-reranker-scale jina-v5-small-scale qwen3-reranker-scale"]
+#                        [--variants "fp16 int8 ..."]
 # Variants: fp16 int8 uint8 quantized q4 bnb4 (ONNX Runtime's own tools, tests/fixtures/variants.py)
 # and fused (scripts/fuse_attention.py: onnx/<stem>.fused.onnx beside each file). Each step runs
 # in its own process, one at a time (quantizing the 2.3 GB model needs a few GB of memory), and
@@ -19,7 +20,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 out="$EMBEDFN_CACHE/models"
-want="$(cat "$ROOT"/tests/fixtures/{encoder,make_fixtures,scale}.py | sha256sum | cut -d' ' -f1)"
+want="$(cat "$ROOT"/tests/fixtures/{encoder,make_fixtures,scale,decoder,decoder_dirs}.py | sha256sum | cut -d' ' -f1)"
 for m in $models; do
   d="$out/$m"
   if [ "$(cat "$d/.generator.sha256" 2>/dev/null)" != "$want" ]; then

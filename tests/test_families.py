@@ -5,13 +5,21 @@ Runtime + tokenizers).
 * `qwen3-embed-past-tiny`: Optimum's with-past export of qwen3-embed-tiny (`past_key_values.*`
   inputs, `present.*` outputs). embedfn feeds an empty cache, so its vectors are the plain
   graph's, on mixed-length, left-padded batches.
+* `scripts/optimize-model.sh` on a decoder: causal attention with grouped KV heads becomes
+  ONNX Runtime's `GroupQueryAttention` (unpadded passes), served within 1e-5 of the plain graph.
 * `jina-embeddings-v5-text-nano` (`decoder_dirs.py`): one server configured with the family's id
   loads its four per-task members (EuroBERT-style bidirectional encoders with last-token pooling)
   and serves each request with the member of its task and that member's own prompt, on every
   embedding API.
 """
 
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
+import onnx
 import pytest
 
 from parity import close
@@ -65,6 +73,25 @@ def test_with_past_export_serves_the_plain_graphs_vectors(start, models_dir):
     for rows, t in zip(states, TEXTS[:4]):
         close(np.array(rows).ravel(), past_ref.token_states(t).ravel())
     server.stop()
+
+
+def test_a_fused_decoder_takes_group_query_attention_and_matches(start, models_dir, tmp_path):
+    d = shutil.copytree(models_dir / PLAIN, tmp_path / PLAIN)
+    script = Path(__file__).resolve().parent.parent / "scripts" / "fuse_attention.py"
+    out = subprocess.run([sys.executable, str(script), str(d / "onnx" / "model.onnx")], check=True,
+                         capture_output=True, text=True).stderr
+    assert "2 attention blocks fused into GroupQueryAttention (causal)" in out, out
+    ops = {n.op_type for g in onnx.load(str(d / "onnx" / "model.fused.onnx")).graph.node
+           for a in g.attribute if a.type == onnx.AttributeProto.GRAPH for n in a.g.node}
+    assert "GroupQueryAttention" in ops, ops
+    ref = Model(models_dir / PLAIN)
+    server = start(EMBEDDINGS_MODEL_ID=str(d), RERANKER_MODEL_ID="none")
+    for t in TEXTS:  # one text per request: unpadded, the fused branch
+        close(openai(server, {"input": t})[0], ref.embed(t), 1e-5)
+    for v, t in zip(openai(server, {"input": TEXTS}), TEXTS):  # padded: the plain branch
+        close(v, ref.embed(t), 1e-5)
+    server.stop()
+    assert "attention-fused" in server.proc.stdout.read()
 
 
 # --- jina-embeddings-v5-text: one member per task ------------------------------------------------
