@@ -223,6 +223,7 @@ fn text_batch(inputs: &[(String, Tensor)], pad_id: i64) -> Option<Batch> {
         seq,
         task_id,
         padding: Padding { id: pad_id, left },
+        release: false,
     })
 }
 

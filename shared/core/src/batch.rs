@@ -26,6 +26,10 @@ pub struct Batch {
     /// How rows are padded: the id (graphs such as XLM-R derive position ids from it) and the
     /// side.
     pub padding: Padding,
+    /// Give the pass's working memory back to the system when it ends. The batcher sets it for
+    /// passes the memory model puts over [`crate::memory::RELEASE_BYTES`]; an engine that pools
+    /// memory across passes (ONNX Runtime's arena) keeps smaller passes' memory for the next.
+    pub release: bool,
 }
 
 impl Batch {
@@ -41,6 +45,7 @@ impl Batch {
             seq,
             task_id,
             padding,
+            release: false,
         };
         for t in seqs {
             let positions: Vec<i64> = (0..t.len() as i64).collect();
@@ -149,6 +154,7 @@ impl Batch {
             seq,
             task_id: first.task_id,
             padding: first.padding,
+            release: parts.iter().any(|b| b.release),
         };
         let p = first.padding;
         for b in parts {

@@ -261,15 +261,26 @@ fn run<B: Backend>(
     parts: &[&Batch],
 ) -> Result<Vec<Tensor>> {
     let merged;
-    let batch = match parts {
+    let released;
+    let mut batch = match parts {
         [one] => *one,
         _ => {
             merged = Batch::concat(parts);
             &merged
         }
     };
+    let bytes = gate.map(|g| g.model.bytes(batch.batch, batch.seq));
+    // Without a budget nothing says the pass is small: its memory goes back.
+    if !batch.release && bytes.is_none_or(|b| b > crate::memory::RELEASE_BYTES) {
+        released = Batch {
+            release: true,
+            ..batch.clone()
+        };
+        batch = &released;
+    }
     let _reserved = gate
-        .map(|g| g.budget.reserve(g.model.bytes(batch.batch, batch.seq)))
+        .zip(bytes)
+        .map(|(g, b)| g.budget.reserve(b))
         .transpose()?;
     let started = Instant::now();
     let output = catch_unwind(AssertUnwindSafe(|| engine.forward(batch)))
@@ -323,6 +334,7 @@ mod tests {
             seq: 2,
             task_id,
             padding: crate::tokenize::Padding::default(),
+            release: false,
         }
     }
 
@@ -420,6 +432,50 @@ mod tests {
         assert!(text.contains(&format!("embedfn_batch_size_bucket{{le=\"2\"}} {passes}")));
         let s = budget.state();
         assert_eq!((s.reserved, s.running), (0, 0));
+    }
+
+    #[test]
+    fn only_passes_over_the_release_size_give_their_memory_back() {
+        struct Released(std::sync::Mutex<Vec<bool>>);
+        impl Backend for Released {
+            fn forward(&self, b: &Batch) -> Result<Tensor> {
+                self.0.lock().unwrap().push(b.release);
+                Ok(Tensor {
+                    shape: vec![b.batch, 1],
+                    data: vec![0.0; b.batch].into(),
+                })
+            }
+        }
+        let model = PassModel::for_spec(&spec(true));
+        let gate = Gate {
+            budget: Arc::new(Budget::new(u64::MAX / 4, 16, Duration::from_secs(1))),
+            model,
+        };
+        let engine = Released(Default::default());
+        let metrics = Metrics::default();
+        let long = (1..)
+            .find(|&n| model.bytes(1, n) > crate::memory::RELEASE_BYTES)
+            .unwrap();
+        let short = Batch::pad(
+            &[&crate::tokenize::Tokens {
+                ids: vec![1; 8],
+                type_ids: vec![0; 8],
+            }],
+            crate::tokenize::Padding::default(),
+            None,
+        );
+        let big = Batch::pad(
+            &[&crate::tokenize::Tokens {
+                ids: vec![1; long],
+                type_ids: vec![0; long],
+            }],
+            crate::tokenize::Padding::default(),
+            None,
+        );
+        run(&engine, &metrics, Some(&gate), &[&short]).unwrap();
+        run(&engine, &metrics, Some(&gate), &[&big]).unwrap();
+        run(&engine, &metrics, None, &[&short]).unwrap();
+        assert_eq!(*engine.0.lock().unwrap(), [false, true, true]);
     }
 
     #[test]

@@ -107,6 +107,11 @@ impl PassModel {
     }
 }
 
+/// A pass estimated above this gives its memory back to the system when it ends; the memory
+/// of smaller ones may stay with the engine for the next pass (ONNX Runtime's arena: returning
+/// and faulting in a short pass's tensors every time costs 10–15 % on MiniLM batches).
+pub const RELEASE_BYTES: u64 = 64 << 20;
+
 /// A model's pass estimate against the budget's capacity: what the planners ask.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Fit {

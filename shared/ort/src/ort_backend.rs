@@ -18,8 +18,8 @@ use embedfn_core::files::prefer_fused;
 use embedfn_core::{Backend, Batch, Error, Feed, Result, Tensor, Values};
 use ort::environment::Environment;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
-use ort::session::{RunOptions, Session};
 use ort::session::SessionInputValue;
+use ort::session::{RunOptions, Session};
 use ort::value::{DynValue, TensorElementType, TensorRef, ValueType};
 
 use crate::ort_cache::{self, Entry};
@@ -167,7 +167,7 @@ fn builder(
         .map_err(|e| s(&e))?;
     // The CPU arena reuses a pass's freed tensors for its later layers; without it every tensor
     // over the mmap threshold is mapped and faulted in afresh (measured on a 0.6B int8 decoder
-    // at 2048 tokens: 11.6 s without, 5.0 s with). Each CPU pass ends by shrinking the arena
+    // at 2048 tokens: 11.6 s without, 5.0 s with). A large CPU pass ends by shrinking the arena
     // (`memory.enable_memory_arena_shrinkage`, see `forward`), so its memory goes back to the
     // system and the memory budget holds.
     let cpu = ort::ep::CPU::default().with_arena_allocator(true).build();
@@ -295,10 +295,11 @@ impl Backend for OrtBackend {
             let (data, shape) = batch.feed(*feed)?;
             inputs.push((name.as_str(), tensor(data, shape, *elem)?));
         }
-        // On CPU the arena gives its free memory back when the pass ends (on CUDA the
-        // passes' memory is the GPU's, and the host arena holds little more than outputs).
+        // On CPU a large pass's arena memory goes back to the system when it ends (the core
+        // marks such passes); small passes leave it for the next. On CUDA the passes' memory
+        // is the GPU's, and the host arena holds little more than outputs.
         let mut options = RunOptions::new().map_err(run_err)?;
-        if self.device == "cpu" {
+        if batch.release && self.device == "cpu" {
             options
                 .set("memory.enable_memory_arena_shrinkage", "cpu:0")
                 .map_err(run_err)?;

@@ -151,7 +151,10 @@ mod tests {
         assert_eq!(parse_cpu_max("max 100000\n"), None);
         assert_eq!(parse_cpu_max("200000 100000\n"), Some(2.0));
         assert_eq!(parse_cpu_max("50000 100000"), Some(0.5));
-        assert!(owns_cpus(true, None, 2), "Lambda: the environment is the function's");
+        assert!(
+            owns_cpus(true, None, 2),
+            "Lambda: the environment is the function's"
+        );
         assert!(!owns_cpus(false, None, 2), "no quota: a shared machine");
         assert!(owns_cpus(false, Some(2.0), 2));
         assert!(!owns_cpus(false, Some(1.5), 2), "fewer cores than threads");
