@@ -13,6 +13,7 @@ Runtime + tokenizers).
   embedding API.
 """
 
+import re
 import shutil
 import subprocess
 import sys
@@ -92,6 +93,26 @@ def test_a_fused_decoder_takes_group_query_attention_and_matches(start, models_d
         close(v, ref.embed(t), 1e-5)
     server.stop()
     assert "attention-fused" in server.proc.stdout.read()
+
+
+def test_the_memory_budget_counts_a_fused_file_as_fused_for_a_lone_text(start, models_dir, tmp_path):
+    """A 512-token text on the fused decoder needs ~10 MiB by the budget's estimate, ~20 MiB if
+    its attention were plain: with ~15 MiB of room it must run whole, not be cut to fit."""
+    d = shutil.copytree(models_dir / PLAIN, tmp_path / PLAIN)
+    script = Path(__file__).resolve().parent.parent / "scripts" / "fuse_attention.py"
+    subprocess.run([sys.executable, str(script), str(d)], check=True, capture_output=True)
+    text = "word " * 700  # cut to the model's 512 tokens
+    probe = start(EMBEDDINGS_MODEL_ID=str(d), RERANKER_MODEL_ID="none")
+    resident = int(re.search(r"^embedfn_memory_resident_bytes (\d+)", probe.get("/metrics").text, re.M).group(1))
+    probe.stop()
+    server = start(EMBEDDINGS_MODEL_ID=str(d), RERANKER_MODEL_ID="none", MAX_MEMORY=str(resident + (15 << 20)))
+    answer = ok(server.post("/api/embed", {"input": text}))
+    assert answer["prompt_eval_count"] == 512, answer["prompt_eval_count"]
+    close(answer["embeddings"][0], Model(models_dir / PLAIN).embed(text), 1e-5)
+    # The plain file under the same room is cut to what plain attention fits.
+    plain = start(EMBEDDINGS_MODEL_ID=str(d), RERANKER_MODEL_ID="none", MAX_MEMORY=str(resident + (15 << 20)),
+                  ONNX_FUSED_ATTENTION="false")
+    assert ok(plain.post("/api/embed", {"input": text}))["prompt_eval_count"] < 512
 
 
 # --- jina-embeddings-v5-text: one member per task ------------------------------------------------

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use embedfn_core::dynamic::{Batcher, BatchingOptions};
 use embedfn_core::files::{onnx_path, read_graph};
 use embedfn_core::{Backend as _, Batch, Feed, Padding, Quantization, Tensor as CoreTensor};
-use embedfn_ort::ort_backend::{open_session, SessionOptions};
+use embedfn_ort::ort_backend::{open_session, session_file, SessionOptions};
 use half::{bf16, f16};
 use ort::environment::Environment;
 use ort::session::{Session, SessionInputValue};
@@ -427,7 +427,9 @@ impl BackendFromDir for OrtNn {
         let graph = Arc::new(OrtGraph::open(&self.env, &onnx, s.session).map_err(backend_err)?);
         let engine = TextEngine(graph.clone());
         // A batch-dependent graph (dynamic quantization) never shares a pass across instances.
-        let facts = read_graph(&onnx).map_err(backend_err)?.facts();
+        let facts = read_graph(&session_file(&onnx))
+            .map_err(backend_err)?
+            .facts();
         let batching = BatchingOptions {
             limits: s.batching.limits.for_graph(&facts),
             ..s.batching

@@ -81,7 +81,10 @@ impl PassModel {
         let attention = match self.attention {
             AttentionKind::None => 0.0,
             AttentionKind::Plain => SCORE_COPIES * b * self.heads as f64 * s * s * e,
-            AttentionKind::Fused => 2.0 * hidden,
+            AttentionKind::FusedWhenAlone if batch > 1 => {
+                SCORE_COPIES * b * self.heads as f64 * s * s * e
+            }
+            AttentionKind::Fused | AttentionKind::FusedWhenAlone => 2.0 * hidden,
         };
         let total =
             FIXED as f64 + HIDDEN_COPIES as f64 * hidden + FFN_COPIES as f64 * ffn + attention;

@@ -363,6 +363,10 @@ pub enum AttentionKind {
     Plain,
     /// A fused attention operator (`Attention`, `MultiHeadAttention`, …): `O(batch · seq · hidden)`.
     Fused,
+    /// Both, as `scripts/optimize-model.sh` writes them: an unpadded pass takes the fused
+    /// operator and a padded batch the plain subgraph. A lone sequence (the long inputs) is
+    /// always unpadded: fused; several are counted as plain.
+    FusedWhenAlone,
 }
 
 /// Facts about a model graph that change how it may be run. Unknown graphs get the cautious
@@ -415,7 +419,9 @@ impl GraphFacts {
         Self {
             sentence_embedding: false,
             batch_invariant: !dynamic,
-            attention: if softmax {
+            attention: if softmax && fused {
+                AttentionKind::FusedWhenAlone
+            } else if softmax {
                 AttentionKind::Plain
             } else if fused {
                 AttentionKind::Fused

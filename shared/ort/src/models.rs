@@ -129,7 +129,8 @@ fn load(
         )));
     }
     let onnx = onnx_path(&dir, settings.quantization)?;
-    let graph = read_graph(&onnx)?;
+    // The facts of the file the session opens (a fused sibling runs long inputs in linear memory).
+    let graph = read_graph(&crate::ort_backend::session_file(&onnx))?;
     spec.graph = graph.facts();
     spec.check_graph()?;
     // The session takes most of start-up; the tokenizer (17 MB of JSON for Jina) parses beside it.

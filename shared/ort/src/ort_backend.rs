@@ -11,7 +11,7 @@
 //! written by `scripts/fuse_attention.py`) is preferred when present, and ONNX Runtime's
 //! optimized graph is kept in a cache ([`crate::ort_cache`]) so later starts skip optimization.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use embedfn_core::files::prefer_fused;
@@ -60,6 +60,21 @@ fn model_err(e: impl std::fmt::Display) -> Error {
     Error::Model(e.to_string())
 }
 
+/// The file a session for `path` opens: its attention-fused sibling when one lies beside it
+/// (`scripts/optimize-model.sh`), unless `ONNX_FUSED_ATTENTION=false`. Graph facts (the memory
+/// budget's attention kind) must be read from this file, not the configured one.
+pub fn session_file(path: &Path) -> PathBuf {
+    let use_fused = !matches!(
+        std::env::var("ONNX_FUSED_ATTENTION").as_deref(),
+        Ok("false" | "0" | "off")
+    );
+    if use_fused {
+        prefer_fused(path)
+    } else {
+        path.to_path_buf()
+    }
+}
+
 /// Opens an ONNX file (its external data next to it is found by ORT) with the process's
 /// settings: CUDA when asked or found, else CPU with a log line. Returns the session and the
 /// device it runs on. Every native engine (this backend, embedfn-host's `wasi:nn`) opens its
@@ -69,16 +84,7 @@ pub fn open_session(
     path: &Path,
     options: SessionOptions,
 ) -> Result<(Session, &'static str)> {
-    // ONNX_FUSED_ATTENTION=false keeps the configured file even when a fused one lies beside it.
-    let use_fused = !matches!(
-        std::env::var("ONNX_FUSED_ATTENTION").as_deref(),
-        Ok("false" | "0" | "off")
-    );
-    let fused = if use_fused {
-        prefer_fused(path)
-    } else {
-        path.to_path_buf()
-    };
+    let fused = session_file(path);
     if fused != path {
         tracing::info!(file = %fused.display(), "using the attention-fused model beside the configured file");
     }

@@ -35,6 +35,10 @@ fn plain_attention_grows_with_the_square_and_fused_linearly() {
     assert!(ratio < 2.1, "{ratio}");
     assert!(plain.bytes(4, 512) > 3 * plain.bytes(1, 512));
     assert!(jina(AttentionKind::None).bytes(1, 4096) < fused.bytes(1, 4096));
+    // The fused files of scripts/optimize-model.sh: fused alone, plain in a padded batch.
+    let both = jina(AttentionKind::FusedWhenAlone);
+    assert_eq!(both.bytes(1, 8192), fused.bytes(1, 8192));
+    assert_eq!(both.bytes(4, 512), plain.bytes(4, 512));
 }
 
 #[test]
@@ -56,6 +60,8 @@ fn graph_facts_from_op_types() {
     );
     let f = GraphFacts::from_op_types(["DynamicQuantizeLinear", "MatMulInteger", "Softmax"]);
     assert!(!f.batch_invariant);
+    let f = GraphFacts::from_op_types(["If", "GroupQueryAttention", "Softmax"]);
+    assert_eq!(f.attention, AttentionKind::FusedWhenAlone);
     let f = GraphFacts::from_op_types(["MultiHeadAttention", "Add"]);
     assert_eq!(f.attention, AttentionKind::Fused);
     assert_eq!(
