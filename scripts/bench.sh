@@ -15,6 +15,10 @@
 # makes the full-size models first (scripts/make-scale-models.sh, cached under
 # $EMBEDFN_CACHE/models) and runs bench/scale.py: bench-scale.json and a table. With EMBEDFN_BIN
 # set and --ort-lib (e.g. onnxruntime-gpu's libonnxruntime.so with --cuda) nothing is built.
+#
+# Lambda Managed Instances section (separate run): bench.sh --lambda-concurrency
+#   [--concurrency "1 4 8"] [--invocations N] [--model minilm] [--out DIR]
+# runs bench/lambda_concurrency.py: one execution environment at N invocations in flight.
 source "$(dirname "$0")/lib.sh"
 BENCH_VENV="$EMBEDFN_CACHE/bench-venv"
 BENCH_PY="$BENCH_VENV/bin/python"
@@ -58,6 +62,15 @@ fi
 ort_lib="$("$ROOT/scripts/fetch-onnxruntime.sh")"
 models="$("$ROOT/scripts/fetch-test-models.sh")"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$EMBEDFN_CACHE/target}"
+if [ "${1:-}" = "--lambda-concurrency" ]; then
+  shift
+  if [ -z "${EMBEDFN_BIN:-}" ]; then
+    (cd "$ROOT" && cargo build --release)
+    EMBEDFN_BIN="$CARGO_TARGET_DIR/release/embedfn"
+  fi
+  exec "$BENCH_PY" "$ROOT/bench/lambda_concurrency.py" --binary "$EMBEDFN_BIN" --ort-lib "$ort_lib" \
+    --models "$models" "$@"
+fi
 if [ -z "${EMBEDFN_BIN:-}" ]; then
   log "building the release binaries (embedfn, embedfn-host, the embedfn-spin component)"
   rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
