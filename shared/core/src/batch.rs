@@ -558,6 +558,7 @@ mod tests {
             intermediate: 1024,
             attention: AttentionKind::Plain,
             element: 4,
+            score_blocks: 0,
         };
         // Room for two 1000-token sequences but not three; short ones pack by the token limit.
         let fit = Fit {
@@ -578,6 +579,7 @@ mod tests {
             batch_invariant: false,
             attention: AttentionKind::Plain,
             sentence_embedding: false,
+            score_blocks: 0,
         };
         let one = plan(&[5, 5, 5], limits.for_graph(&facts));
         assert_eq!(one, vec![vec![0], vec![1], vec![2]]);

@@ -382,6 +382,12 @@ pub struct GraphFacts {
     /// The graph has a `sentence_embedding` output (sentence-transformers exports: pooling,
     /// Dense and Normalize inside the graph).
     pub sentence_embedding: bool,
+    /// `[seq, seq]` score blocks a fused attention operator still holds at once: ONNX
+    /// Runtime's CPU `GroupQueryAttention` computes one head's scores at a time on each
+    /// intra-op thread (measured on the 0.6B decoder with 2 threads: 1.1 GiB a pass at 8192
+    /// tokens, 14.8 GiB at 32,768). 1 per thread from the graph; the adapter multiplies by its
+    /// threads. 0 for the flash-tiled `MultiHeadAttention`.
+    pub score_blocks: u32,
 }
 
 impl Default for GraphFacts {
@@ -390,6 +396,7 @@ impl Default for GraphFacts {
             batch_invariant: true,
             attention: AttentionKind::Plain,
             sentence_embedding: false,
+            score_blocks: 0,
         }
     }
 }
@@ -407,17 +414,19 @@ impl GraphFacts {
     /// The facts of a graph with these node `op_type`s. A `Softmax` anywhere counts as plain
     /// attention (the cautious reading when a graph has both).
     pub fn from_op_types<'a>(ops: impl IntoIterator<Item = &'a str>) -> Self {
-        let (mut dynamic, mut softmax, mut fused) = (false, false, false);
+        let (mut dynamic, mut softmax, mut fused, mut blocks) = (false, false, false, 0);
         for op in ops {
             match op {
                 "DynamicQuantizeLinear" => dynamic = true,
                 "Softmax" => softmax = true,
+                "GroupQueryAttention" => (fused, blocks) = (true, 1),
                 _ if FUSED.contains(&op) => fused = true,
                 _ => {}
             }
         }
         Self {
             sentence_embedding: false,
+            score_blocks: blocks,
             batch_invariant: !dynamic,
             attention: if softmax && fused {
                 AttentionKind::FusedWhenAlone

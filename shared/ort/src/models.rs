@@ -132,6 +132,8 @@ fn load(
     // The facts of the file the session opens (a fused sibling runs long inputs in linear memory).
     let graph = read_graph(&crate::ort_backend::session_file(&onnx))?;
     spec.graph = graph.facts();
+    // Score blocks are held per intra-op thread.
+    spec.graph.score_blocks *= u32::try_from(session.intra_threads).unwrap_or(u32::MAX);
     spec.check_graph()?;
     // The session takes most of start-up; the tokenizer (17 MB of JSON for Jina) parses beside it.
     let output = spec.sentence_output.then_some(SENTENCE_EMBEDDING);

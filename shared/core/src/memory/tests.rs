@@ -14,7 +14,38 @@ fn jina(attention: AttentionKind) -> PassModel {
         intermediate: 4096,
         attention,
         element: 4,
+        score_blocks: 0,
     }
+}
+
+#[test]
+fn group_query_attention_keeps_a_score_block_per_thread() {
+    // The 0.6B decoder (jina-v5-small-scale), fused into GroupQueryAttention, 2 threads:
+    // measured 1141 MiB for a pass of 8192 tokens and 14,821 MiB at 32,768 (peak RSS less the
+    // resident weights; docs/benchmarks.md). The estimate must not be below either.
+    let facts = GraphFacts::from_op_types(["If", "GroupQueryAttention", "Softmax"]);
+    assert_eq!(facts.score_blocks, 1);
+    let model = PassModel {
+        hidden: 1024,
+        heads: 16,
+        intermediate: 3072,
+        attention: facts.attention,
+        element: 4,
+        score_blocks: 2,
+    };
+    const MIB: u64 = 1 << 20;
+    assert!(
+        model.bytes(1, 8192) > 1141 * MIB,
+        "{}",
+        model.bytes(1, 8192) / MIB
+    );
+    assert!(model.bytes(1, 32768) > 14_821 * MIB);
+    assert!(model.bytes(1, 32768) < 2 * 14_821 * MIB);
+    // MultiHeadAttention (flash-tiled) keeps none.
+    assert_eq!(
+        GraphFacts::from_op_types(["MultiHeadAttention"]).score_blocks,
+        0
+    );
 }
 
 #[test]
