@@ -19,6 +19,9 @@
 # Lambda Managed Instances section (separate run): bench.sh --lambda-concurrency
 #   [--concurrency "1 4 8"] [--invocations N] [--model minilm] [--out DIR]
 # runs bench/lambda_concurrency.py: one execution environment at N invocations in flight.
+# Lambda start section: bench.sh --lambda-start --model DIR [--quantization int8] [--memory-mb MB]
+# runs bench/lambda_start.py: start to first answer with an empty cache, a baked cache, and after
+# the SnapStart warm-up.
 source "$(dirname "$0")/lib.sh"
 BENCH_VENV="$EMBEDFN_CACHE/bench-venv"
 BENCH_PY="$BENCH_VENV/bin/python"
@@ -62,11 +65,15 @@ fi
 ort_lib="$("$ROOT/scripts/fetch-onnxruntime.sh")"
 models="$("$ROOT/scripts/fetch-test-models.sh")"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$EMBEDFN_CACHE/target}"
-if [ "${1:-}" = "--lambda-concurrency" ]; then
+if [ "${1:-}" = "--lambda-concurrency" ] || [ "${1:-}" = "--lambda-start" ]; then
+  section="$1"
   shift
   if [ -z "${EMBEDFN_BIN:-}" ]; then
     (cd "$ROOT" && cargo build --release)
     EMBEDFN_BIN="$CARGO_TARGET_DIR/release/embedfn"
+  fi
+  if [ "$section" = --lambda-start ]; then
+    exec "$BENCH_PY" "$ROOT/bench/lambda_start.py" --binary "$EMBEDFN_BIN" --ort-lib "$ort_lib" "$@"
   fi
   exec "$BENCH_PY" "$ROOT/bench/lambda_concurrency.py" --binary "$EMBEDFN_BIN" --ort-lib "$ort_lib" \
     --models "$models" "$@"
