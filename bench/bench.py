@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
 
 import report
 import workloads as wl
@@ -341,6 +342,7 @@ def document(args, bench, rows, binary_sha256, seconds):
     return {
         "machine": {"cpu": cpu_model(), "physical_cores": physical_cores(), "logical_cpus": os.cpu_count(),
                     "python": platform.python_version()},
+        "onnxruntime": {"embedfn": Path(args.ort_lib).name, "python": onnxruntime.__version__},
         "binary": args.binary, "binary_sha256": binary_sha256, "quick": args.quick, "tolerance": TOLERANCE,
         "workloads": {w.key: {"title": w.title, "model": w.model, "path": w.path, "requests_per_rep": len(w.requests),
                               "items_per_rep": w.items_per_rep(), "reps": w.reps, "clients": w.clients}

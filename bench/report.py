@@ -92,6 +92,9 @@ def table(results):
     m = results["machine"]
     lines.append(f"embedfn benchmark: {m['cpu']}, {m['physical_cores']} physical cores / {m['logical_cpus']} logical, "
                  f"{'quick' if results['quick'] else 'full'} run, {results['seconds']:.0f} s")
+    if "onnxruntime" in results:
+        o = results["onnxruntime"]
+        lines.append(f"ONNX Runtime: embedfn {o['embedfn']}, Python contenders (the floor) {o['python']}")
     lines.append("throughput: median over repetitions of items / request time (sequential workloads) or / wall "
                  "time (e); p50/p99: over every request (floor: every session.run)")
     for key, w in results["workloads"].items():

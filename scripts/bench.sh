@@ -16,18 +16,35 @@
 # $EMBEDFN_CACHE/models) and runs bench/scale.py: bench-scale.json and a table. With EMBEDFN_BIN
 # set and --ort-lib (e.g. onnxruntime-gpu's libonnxruntime.so with --cuda) nothing is built.
 #
+# Another ONNX Runtime: bench.sh --ort-version 1.32.0 [...] runs embedfn on that version's library
+# and the Python contenders (the floor included) on that version's package, installed beside the
+# locked venv ($EMBEDFN_CACHE/onnxruntime-py/<version>, on PYTHONPATH): ratios on one version.
+#
 # Lambda Managed Instances section (separate run): bench.sh --lambda-concurrency
 #   [--concurrency "1 4 8"] [--invocations N] [--model minilm] [--out DIR]
 # runs bench/lambda_concurrency.py: one execution environment at N invocations in flight.
 # Lambda start section: bench.sh --lambda-start --model DIR [--quantization int8] [--memory-mb MB]
 # runs bench/lambda_start.py: start to first answer with an empty cache, a baked cache, and after
 # the SnapStart warm-up.
+if [ "${1:-}" = "--ort-version" ]; then
+  export ORT_VERSION="$2"
+  shift 2
+fi
 source "$(dirname "$0")/lib.sh"
 BENCH_VENV="$EMBEDFN_CACHE/bench-venv"
 BENCH_PY="$BENCH_VENV/bin/python"
 
 # The test and benchmark packages (bench/requirements.lock: see lib.sh).
 locked_venv "$BENCH_VENV" "$ROOT/bench/requirements.lock"
+if ! grep -q "^onnxruntime==$ORT_VERSION " "$ROOT/bench/requirements.lock"; then
+  ort_py="$EMBEDFN_CACHE/onnxruntime-py/$ORT_VERSION"
+  if [ ! -d "$ort_py/onnxruntime" ]; then
+    log "installing the onnxruntime==$ORT_VERSION package for the Python contenders"
+    "$BENCH_PY" -m pip install -q --disable-pip-version-check --no-deps --target "$ort_py" \
+      "onnxruntime==$ORT_VERSION"
+  fi
+  export PYTHONPATH="$ort_py${PYTHONPATH:+:$PYTHONPATH}"
+fi
 if [ "${1:-}" = "--scale" ]; then
   shift
   args=() ort_lib="" scale_models="jina-v3-scale jina-reranker-scale" scale_variants="" layer=1 plain_max=8192

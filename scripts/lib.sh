@@ -5,7 +5,9 @@ EMBEDFN_CACHE="${EMBEDFN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/embedfn}"
 export EMBEDFN_CACHE
 VENV="$EMBEDFN_CACHE/venv"
 PY="$VENV/bin/python"
-ORT_VERSION=1.31.1
+# The pinned ONNX Runtime; scripts/bench.sh --ort-version V compares another one.
+ORT_VERSION="${ORT_VERSION:-1.31.1}"
+export ORT_VERSION
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 # Each line says how long the calling script has run (SECONDS: bash's own clock).
