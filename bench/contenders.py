@@ -229,6 +229,14 @@ def _copy_lines(stream, log):
         log.flush()
 
 
+def binary_args(parser):
+    """The options of a bench section that starts the embedfn binary: --binary, --ort-lib, --out."""
+    parser.add_argument("--binary", required=True)
+    parser.add_argument("--ort-lib", required=True)
+    parser.add_argument("--out", type=Path, default=Path.home() / ".cache/embedfn/bench")
+    return parser
+
+
 def embedfn_env(ort_lib, model, extra):
     """embedfn's settings for serving `model` (a TextModel) alone, as tests/conftest.py sets
     them but with the default ORT_INTRA_THREADS (physical cores)."""

@@ -17,20 +17,17 @@ import sys
 import time
 from pathlib import Path
 
-from contenders import LambdaFunction, embedfn_env
+from contenders import LambdaFunction, binary_args, embedfn_env
 from textmodel import TextModel
 from workloads import sentences
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--binary", required=True)
-    p.add_argument("--ort-lib", required=True)
+    p = binary_args(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     p.add_argument("--models", type=Path, required=True, help="the test models' directory")
     p.add_argument("--model", default="minilm")
     p.add_argument("--invocations", type=int, default=96)
     p.add_argument("--concurrency", default="1 4 8", help="values of N")
-    p.add_argument("--out", type=Path, default=Path.home() / ".cache/embedfn/bench")
     return p.parse_args(argv)
 
 

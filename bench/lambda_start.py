@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from contenders import FUNCTION_URL_EVENT, embedfn_env
+from contenders import FUNCTION_URL_EVENT, binary_args, embedfn_env
 from textmodel import TextModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -28,13 +28,10 @@ from lambda_runtime_api import RuntimeApi, start_function  # noqa: E402
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--binary", required=True)
-    p.add_argument("--ort-lib", required=True)
+    p = binary_args(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     p.add_argument("--model", type=Path, required=True, help="a model directory")
     p.add_argument("--quantization", default="none")
     p.add_argument("--memory-mb", default="10240", help="AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
-    p.add_argument("--out", type=Path, default=Path.home() / ".cache/embedfn/bench")
     return p.parse_args(argv)
 
 
