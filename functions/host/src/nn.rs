@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use embedfn_core::dynamic::{Batcher, BatchingOptions};
 use embedfn_core::files::{onnx_path, read_graph};
 use embedfn_core::{Backend as _, Batch, Feed, Padding, Quantization, Tensor as CoreTensor};
-use embedfn_ort::ort_backend::{open_session, session_file, SessionOptions};
+use embedfn_ort::ort_backend::{open_session, run_options, session_file, SessionOptions};
 use half::{bf16, f16};
 use ort::environment::Environment;
 use ort::session::{Session, SessionInputValue};
@@ -44,6 +44,8 @@ pub struct OrtGraph {
     session: Mutex<Session>,
     inputs: Vec<Input>,
     outputs: Vec<String>,
+    /// Where the session runs (`cpu`, `cuda`).
+    device: &'static str,
 }
 
 impl OrtGraph {
@@ -72,6 +74,7 @@ impl OrtGraph {
             session: Mutex::new(session),
             inputs,
             outputs,
+            device,
         })
     }
 }
@@ -93,7 +96,7 @@ impl embedfn_core::Backend for TextEngine {
             .collect();
         let outputs = self
             .0
-            .run(&inputs)
+            .run(&inputs, b.release)
             .map_err(|e| embedfn_core::Error::Backend(format!("{e:?}")))?;
         let (_, out) = outputs
             .into_iter()
@@ -168,7 +171,8 @@ impl OrtContext {
                 let bytes = t.data.iter().flat_map(|x| x.to_le_bytes()).collect();
                 vec![(name, Tensor::new(dims, TensorType::Fp32, bytes))]
             }
-            None => self.graph.run(&self.inputs)?,
+            // No estimate of an arbitrary graph's pass: its memory goes back.
+            None => self.graph.run(&self.inputs, true)?,
         };
         Ok(())
     }
@@ -228,8 +232,13 @@ fn text_batch(inputs: &[(String, Tensor)], pad_id: i64) -> Option<Batch> {
 }
 
 impl OrtGraph {
-    /// Runs named tensors: each declared input from the tensor of its name.
-    fn run(&self, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>, BackendError> {
+    /// Runs named tensors: each declared input from the tensor of its name; `release` gives
+    /// the pass's memory back when it ends ([`run_options`]).
+    fn run(
+        &self,
+        inputs: &[(String, Tensor)],
+        release: bool,
+    ) -> Result<Vec<(String, Tensor)>, BackendError> {
         let mut feeds: Vec<(String, SessionInputValue<'static>)> = Vec::new();
         for declared in &self.inputs {
             let tensor = inputs
@@ -241,8 +250,11 @@ impl OrtGraph {
                 })?;
             feeds.push((declared.name.clone(), to_ort(tensor, declared)?.into()));
         }
+        let options = run_options(release, self.device).map_err(backend_err)?;
         let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
-        let outputs = session.run(feeds).map_err(backend_err)?;
+        let outputs = session
+            .run_with_options(feeds, &options)
+            .map_err(backend_err)?;
         self.outputs
             .iter()
             .map(|name| Ok((name.clone(), from_ort(&outputs[name.as_str()])?)))

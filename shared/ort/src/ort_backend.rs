@@ -272,6 +272,19 @@ fn run_err(e: impl std::fmt::Display) -> Error {
     Error::Backend(e.to_string())
 }
 
+/// The options of one pass on `device`: a CPU pass marked `release` ends by shrinking the arena,
+/// so its memory goes back to the system; other passes leave it for the next. On CUDA the
+/// passes' memory is the GPU's, and the host arena holds little more than outputs.
+pub fn run_options(release: bool, device: &str) -> Result<RunOptions> {
+    let mut options = RunOptions::new().map_err(run_err)?;
+    if release && device == "cpu" {
+        options
+            .set("memory.enable_memory_arena_shrinkage", "cpu:0")
+            .map_err(run_err)?;
+    }
+    Ok(options)
+}
+
 /// An input tensor: int64 data is borrowed as is; int32 graphs get a narrowed copy; a float
 /// input is the empty KV cache its shape (with a 0) describes.
 fn tensor(data: &[i64], shape: Vec<usize>, elem: Elem) -> Result<SessionInputValue<'_>> {
@@ -301,15 +314,7 @@ impl Backend for OrtBackend {
             let (data, shape) = batch.feed(*feed)?;
             inputs.push((name.as_str(), tensor(data, shape, *elem)?));
         }
-        // On CPU a large pass's arena memory goes back to the system when it ends (the core
-        // marks such passes); small passes leave it for the next. On CUDA the passes' memory
-        // is the GPU's, and the host arena holds little more than outputs.
-        let mut options = RunOptions::new().map_err(run_err)?;
-        if batch.release && self.device == "cpu" {
-            options
-                .set("memory.enable_memory_arena_shrinkage", "cpu:0")
-                .map_err(run_err)?;
-        }
+        let options = run_options(batch.release, self.device)?;
         let value = {
             let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
             let mut outputs = session
