@@ -48,11 +48,15 @@ impl Batch {
             release: false,
         };
         for t in seqs {
-            let positions: Vec<i64> = (0..t.len() as i64).collect();
-            padding.row(&mut b.input_ids, &t.ids, seq, padding.id);
-            padding.row(&mut b.attention_mask, &vec![1; t.len()], seq, 0);
-            padding.row(&mut b.token_type_ids, &t.type_ids, seq, 0);
-            padding.row(&mut b.position_ids, &positions, seq, 0);
+            padding.row(&mut b.input_ids, t.ids.iter().copied(), seq, padding.id);
+            padding.row(
+                &mut b.attention_mask,
+                std::iter::repeat_n(1, t.len()),
+                seq,
+                0,
+            );
+            padding.row(&mut b.token_type_ids, t.type_ids.iter().copied(), seq, 0);
+            padding.row(&mut b.position_ids, (0..t.len()).map(|i| i as i64), seq, 0);
         }
         b
     }
@@ -167,20 +171,14 @@ impl Batch {
                     .count();
                 let span = b.span(len);
                 let cols = real.start + span.start..real.start + span.end;
-                p.row(&mut out.input_ids, &b.input_ids[cols.clone()], seq, p.id);
-                p.row(
-                    &mut out.attention_mask,
-                    &b.attention_mask[cols.clone()],
-                    seq,
-                    0,
-                );
-                p.row(
-                    &mut out.token_type_ids,
-                    &b.token_type_ids[cols.clone()],
-                    seq,
-                    0,
-                );
-                p.row(&mut out.position_ids, &b.position_ids[cols], seq, 0);
+                let ids = b.input_ids[cols.clone()].iter().copied();
+                let mask = b.attention_mask[cols.clone()].iter().copied();
+                let types = b.token_type_ids[cols.clone()].iter().copied();
+                let positions = b.position_ids[cols].iter().copied();
+                p.row(&mut out.input_ids, ids, seq, p.id);
+                p.row(&mut out.attention_mask, mask, seq, 0);
+                p.row(&mut out.token_type_ids, types, seq, 0);
+                p.row(&mut out.position_ids, positions, seq, 0);
             }
         }
         out

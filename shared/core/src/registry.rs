@@ -229,14 +229,13 @@ impl<B: crate::Backend> Registry<B> {
         let Some(family) = family else {
             return Ok(None);
         };
-        let loaded: Vec<&'static str> = self
+        // The first of its members this server loads (none: the request is not a family's).
+        let Some(first) = self
             .embedders
             .iter()
             .filter_map(|s| family::member(&s.info.name))
-            .filter(|(f, _)| *f == family)
-            .map(|(_, t)| t)
-            .collect();
-        let Some(&first) = loaded.first() else {
+            .find_map(|(f, t)| (f == family).then_some(t))
+        else {
             return Ok(None);
         };
         match wish {

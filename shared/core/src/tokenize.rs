@@ -105,14 +105,20 @@ impl Padding {
         }
     }
 
-    /// Appends one row: `real` (its length is the real tokens') padded to `seq` with `fill`.
-    pub(crate) fn row<T: Copy>(self, out: &mut Vec<T>, real: &[T], seq: usize, fill: T) {
+    /// Appends one row: the `real` values (one per real token) padded to `seq` with `fill`.
+    pub(crate) fn row<T: Copy>(
+        self,
+        out: &mut Vec<T>,
+        real: impl ExactSizeIterator<Item = T>,
+        seq: usize,
+        fill: T,
+    ) {
         let pad = std::iter::repeat_n(fill, seq - real.len());
         if self.left {
             out.extend(pad);
-            out.extend_from_slice(real);
+            out.extend(real);
         } else {
-            out.extend_from_slice(real);
+            out.extend(real);
             out.extend(pad);
         }
     }
