@@ -4,7 +4,6 @@ successful answer, asked for its peak RSS, and stopped."""
 
 import base64
 import contextlib
-import copy
 import json
 import os
 import pickle
@@ -33,6 +32,15 @@ CALL_TIMEOUT_S = 120
 #: the floor's execution providers (None: CPU); the scale section sets CUDA with --cuda
 FLOOR_PROVIDERS = None
 FUNCTION_URL_EVENT = ROOT / "tests" / "fixtures" / "lambda" / "function-url.json"
+
+
+def function_url_event(method, path, body=b""):
+    """A Function URL invocation event (the fixture's) for `method path` with a JSON body."""
+    event = json.loads(FUNCTION_URL_EVENT.read_text())
+    event["rawPath"] = event["requestContext"]["http"]["path"] = path
+    event["requestContext"]["http"]["method"] = method
+    event["body"] = body.decode()
+    return event
 
 
 def free_port():
@@ -182,7 +190,6 @@ class LambdaFunction(Process):
     def __init__(self, name, log_path, binary, env, probe):
         super().__init__(name, log_path)
         self.api = RuntimeApi()
-        self.event = json.loads(FUNCTION_URL_EVENT.read_text())
         self.log = open(log_path, "a")
         t0 = time.perf_counter()
         self.proc = start_function(binary, self.api, env)
@@ -200,10 +207,7 @@ class LambdaFunction(Process):
 
     def call(self, path, body):
         """One invocation; (seconds until the answer was posted back, HTTP status, body bytes)."""
-        event = copy.deepcopy(self.event)
-        event["rawPath"] = event["requestContext"]["http"]["path"] = path
-        event["requestContext"]["http"]["method"] = "POST"
-        event["body"] = body.decode()
+        event = function_url_event("POST", path, body)
         t0 = time.perf_counter()
         kind, answer = self.api.invoke(event)
         took = time.perf_counter() - t0

@@ -9,7 +9,6 @@ forward passes the dynamic batcher ran (from `/metrics`) and the speed-up over N
 
 import argparse
 import concurrent.futures
-import copy
 import json
 import re
 import statistics
@@ -17,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from contenders import LambdaFunction, binary_args, embedfn_env
+from contenders import LambdaFunction, binary_args, embedfn_env, function_url_event
 from textmodel import TextModel
 from workloads import sentences
 
@@ -33,11 +32,7 @@ def parse_args(argv=None):
 
 def passes(fn):
     """Forward passes so far, from the function's `/metrics` (a GET Function URL event)."""
-    event = copy.deepcopy(fn.event)
-    event["rawPath"] = event["requestContext"]["http"]["path"] = "/metrics"
-    event["requestContext"]["http"]["method"] = "GET"
-    event["body"] = ""
-    _, answer = fn.api.invoke(event)
+    _, answer = fn.api.invoke(function_url_event("GET", "/metrics"))
     return int(re.search(r"^embedfn_batch_size_count (\d+)", answer["body"], re.M).group(1))
 
 

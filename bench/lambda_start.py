@@ -13,14 +13,13 @@ the sum. Run by `scripts/bench.sh --lambda-start DIR`; writes `lambda-start.json
 """
 
 import argparse
-import copy
 import json
 import shutil
 import sys
 import time
 from pathlib import Path
 
-from contenders import FUNCTION_URL_EVENT, binary_args, embedfn_env
+from contenders import binary_args, embedfn_env, function_url_event
 from textmodel import TextModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -36,13 +35,9 @@ def parse_args(argv=None):
 
 
 def event(model, text):
-    e = json.loads(FUNCTION_URL_EVENT.read_text())
     path = "/api/rerank" if model.cross_encoder else "/api/embed"
     body = {"query": text, "documents": [text]} if model.cross_encoder else {"input": [text]}
-    e["rawPath"] = e["requestContext"]["http"]["path"] = path
-    e["requestContext"]["http"]["method"] = "POST"
-    e["body"] = json.dumps(body)
-    return e
+    return function_url_event("POST", path, json.dumps(body).encode())
 
 
 def start(args, model, cache, snap):
@@ -58,7 +53,7 @@ def start(args, model, cache, snap):
             raise RuntimeError(f"no poll for work: {api.init_errors}")
         init = time.perf_counter() - t0
         t1 = time.perf_counter()
-        kind, answer = api.invoke(copy.deepcopy(event(model, "the first request after the start")), timeout=1800)
+        kind, answer = api.invoke(event(model, "the first request after the start"), timeout=1800)
         first = time.perf_counter() - t1
         if kind != "response" or answer["statusCode"] != 200:
             raise RuntimeError(f"first invocation: {kind} {str(answer)[:300]}")
